@@ -1,0 +1,33 @@
+//! gst-mesh: `meshsrc`, an HLS source whose segments come from the CDN through a hybrid
+//! delivery scheduler (peer-to-peer delivery plugs into the same scheduler).
+//!
+//! Everything but `meshsrc` is plain Rust with no GStreamer types.
+
+use gst::glib;
+
+pub mod abr;
+pub mod crypto;
+pub mod error;
+pub mod fetch;
+pub mod hls;
+pub mod meshsrc;
+pub mod model;
+pub mod runtime;
+pub mod scheduler;
+pub mod session;
+
+fn plugin_init(plugin: &gst::Plugin) -> Result<(), glib::BoolError> {
+    meshsrc::register(plugin)
+}
+
+gst::plugin_define!(
+    mesh,
+    env!("CARGO_PKG_DESCRIPTION"),
+    plugin_init,
+    concat!(env!("CARGO_PKG_VERSION"), "-", env!("COMMIT_ID")),
+    "MPL",
+    env!("CARGO_PKG_NAME"),
+    env!("CARGO_PKG_NAME"),
+    env!("CARGO_PKG_REPOSITORY"),
+    env!("BUILD_REL_DATE")
+);

@@ -1,0 +1,611 @@
+use super::streamsrc::StreamSrc;
+use crate::abr::AbrConfig;
+use crate::error::MeshError;
+use crate::fetch::HttpConfig;
+use crate::model::TrackKind;
+use crate::runtime::RUNTIME;
+use crate::scheduler::SchedulerConfig;
+use crate::session::{Session, SessionConfig, SessionEvent, TrackOutput};
+use gst::glib;
+use gst::prelude::*;
+use gst::subclass::prelude::*;
+use std::sync::{LazyLock, Mutex};
+use std::time::Duration;
+use tokio::sync::mpsc;
+use url::Url;
+
+static CAT: LazyLock<gst::DebugCategory> = LazyLock::new(|| {
+    gst::DebugCategory::new(
+        "meshsrc",
+        gst::DebugColorFlags::empty(),
+        Some("Mesh HLS source"),
+    )
+});
+
+const DEFAULT_BANDWIDTH_TARGET_RATIO: f32 = 0.8;
+const DEFAULT_MAX_BUFFERING_TIME: u64 = 30 * 1_000_000_000;
+const DEFAULT_MAX_RETRIES: i32 = 3;
+const DEFAULT_TIMEOUT: u32 = 15;
+
+#[derive(Debug, Clone)]
+struct Settings {
+    location: Option<String>,
+    connection_bitrate: u32,
+    bandwidth_target_ratio: f32,
+    min_bitrate: u32,
+    max_bitrate: u32,
+    start_bitrate: u32,
+    max_buffering_time: u64,
+    max_retries: i32,
+    timeout: u32,
+    user_agent: String,
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Settings {
+            location: None,
+            connection_bitrate: 0,
+            bandwidth_target_ratio: DEFAULT_BANDWIDTH_TARGET_RATIO,
+            min_bitrate: 0,
+            max_bitrate: 0,
+            start_bitrate: 0,
+            max_buffering_time: DEFAULT_MAX_BUFFERING_TIME,
+            max_retries: DEFAULT_MAX_RETRIES,
+            timeout: DEFAULT_TIMEOUT,
+            user_agent: HttpConfig::default().user_agent,
+        }
+    }
+}
+
+impl Settings {
+    fn session_config(&self) -> Result<SessionConfig, MeshError> {
+        let location = self.location.clone().unwrap_or_default();
+        let invalid = |reason: &str| MeshError::InvalidLocation {
+            location: location.clone(),
+            reason: reason.into(),
+        };
+        if location.is_empty() {
+            return Err(invalid("no location set"));
+        }
+        let url = Url::parse(&location).map_err(|e| invalid(&e.to_string()))?;
+        if !matches!(url.scheme(), "http" | "https") {
+            return Err(invalid("only http and https manifests are supported"));
+        }
+        Ok(SessionConfig {
+            location: url,
+            abr: AbrConfig {
+                connection_bitrate: self.connection_bitrate.into(),
+                bandwidth_target_ratio: self.bandwidth_target_ratio.into(),
+                min_bitrate: self.min_bitrate.into(),
+                max_bitrate: self.max_bitrate.into(),
+                start_bitrate: self.start_bitrate.into(),
+            },
+            http: HttpConfig {
+                timeout: Duration::from_secs(self.timeout.max(1).into()),
+                user_agent: self.user_agent.clone(),
+            },
+            scheduler: SchedulerConfig {
+                max_retries: self.max_retries.max(0) as u32,
+                ..SchedulerConfig::default()
+            },
+            max_buffering: Duration::from_nanos(self.max_buffering_time),
+        })
+    }
+}
+
+/// A pad the bin exposes and the internal source behind it.
+struct Output {
+    src: StreamSrc,
+    ghost: gst::GhostPad,
+}
+
+#[derive(Default)]
+enum State {
+    #[default]
+    Stopped,
+    Running {
+        /// Distinguishes this run's events from a previous run's stragglers.
+        generation: u64,
+        _session: Session,
+        events: tokio::task::JoinHandle<()>,
+        outputs: Vec<Output>,
+    },
+}
+
+#[derive(Default)]
+pub struct MeshSrc {
+    settings: Mutex<Settings>,
+    state: Mutex<State>,
+    generation: Mutex<u64>,
+}
+
+#[glib::object_subclass]
+impl ObjectSubclass for MeshSrc {
+    const NAME: &'static str = "GstMeshSrc";
+    type Type = super::MeshSrc;
+    type ParentType = gst::Bin;
+    type Interfaces = (gst::URIHandler,);
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+impl ObjectImpl for MeshSrc {
+    fn properties() -> &'static [glib::ParamSpec] {
+        static PROPERTIES: LazyLock<Vec<glib::ParamSpec>> = LazyLock::new(|| {
+            vec![
+                glib::ParamSpecString::builder("location")
+                    .nick("Location")
+                    .blurb("URL of the HLS master or media playlist (http or https)")
+                    .mutable_ready()
+                    .build(),
+                glib::ParamSpecUInt::builder("connection-bitrate")
+                    .nick("Connection bitrate")
+                    .blurb("Network connection speed to use in bits per second (0 = measure it)")
+                    .mutable_ready()
+                    .build(),
+                glib::ParamSpecFloat::builder("bandwidth-target-ratio")
+                    .nick("Ratio of target bandwidth / available bandwidth")
+                    .blurb("Limit of the available bitrate to use when switching to alternates")
+                    .minimum(0.0)
+                    .maximum(1.0)
+                    .default_value(DEFAULT_BANDWIDTH_TARGET_RATIO)
+                    .mutable_ready()
+                    .build(),
+                glib::ParamSpecUInt::builder("min-bitrate")
+                    .nick("Minimum Bitrate")
+                    .blurb("Minimum bitrate to use when switching to alternates (bits/s)")
+                    .mutable_ready()
+                    .build(),
+                glib::ParamSpecUInt::builder("max-bitrate")
+                    .nick("Maximum Bitrate")
+                    .blurb("Maximum bitrate to use when switching to alternates (bits/s, 0 = no limit)")
+                    .mutable_ready()
+                    .build(),
+                glib::ParamSpecUInt::builder("start-bitrate")
+                    .nick("Starting Bitrate")
+                    .blurb("Initial bitrate to use to choose the first alternate (0 = the playlist's first variant)")
+                    .mutable_ready()
+                    .build(),
+                glib::ParamSpecUInt64::builder("max-buffering-time")
+                    .nick("Maximum buffering time")
+                    .blurb("How far ahead of playback segments are fetched, in nanoseconds")
+                    .minimum(1_000_000_000)
+                    .default_value(DEFAULT_MAX_BUFFERING_TIME)
+                    .mutable_ready()
+                    .build(),
+                glib::ParamSpecInt::builder("max-retries")
+                    .nick("Maximum retries")
+                    .blurb("Retries with backoff of a failed request (5xx, timeout, refused) before giving up")
+                    .minimum(0)
+                    .maximum(20)
+                    .default_value(DEFAULT_MAX_RETRIES)
+                    .mutable_ready()
+                    .build(),
+                glib::ParamSpecUInt::builder("timeout")
+                    .nick("Timeout")
+                    .blurb("Per-request timeout in seconds")
+                    .minimum(1)
+                    .maximum(3600)
+                    .default_value(DEFAULT_TIMEOUT)
+                    .mutable_ready()
+                    .build(),
+                glib::ParamSpecString::builder("user-agent")
+                    .nick("User-Agent")
+                    .blurb("Value of the User-Agent HTTP request header")
+                    .default_value(Some(Settings::default().user_agent.as_str()))
+                    .mutable_ready()
+                    .build(),
+            ]
+        });
+        PROPERTIES.as_ref()
+    }
+
+    fn set_property(&self, _id: usize, value: &glib::Value, pspec: &glib::ParamSpec) {
+        let mut settings = lock(&self.settings);
+        match pspec.name() {
+            "location" => {
+                let location: Option<String> = value.get().expect("type checked upstream");
+                gst::debug!(CAT, imp = self, "location: {location:?}");
+                settings.location = location;
+            }
+            "connection-bitrate" => {
+                settings.connection_bitrate = value.get().expect("type checked upstream")
+            }
+            "bandwidth-target-ratio" => {
+                settings.bandwidth_target_ratio = value.get().expect("type checked upstream")
+            }
+            "min-bitrate" => settings.min_bitrate = value.get().expect("type checked upstream"),
+            "max-bitrate" => settings.max_bitrate = value.get().expect("type checked upstream"),
+            "start-bitrate" => settings.start_bitrate = value.get().expect("type checked upstream"),
+            "max-buffering-time" => {
+                settings.max_buffering_time = value.get().expect("type checked upstream")
+            }
+            "max-retries" => settings.max_retries = value.get().expect("type checked upstream"),
+            "timeout" => settings.timeout = value.get().expect("type checked upstream"),
+            "user-agent" => {
+                settings.user_agent = value
+                    .get::<Option<String>>()
+                    .expect("type checked upstream")
+                    .unwrap_or_default();
+            }
+            other => unreachable!("unknown property {other}"),
+        }
+    }
+
+    fn property(&self, _id: usize, pspec: &glib::ParamSpec) -> glib::Value {
+        let settings = lock(&self.settings);
+        match pspec.name() {
+            "location" => settings.location.to_value(),
+            "connection-bitrate" => settings.connection_bitrate.to_value(),
+            "bandwidth-target-ratio" => settings.bandwidth_target_ratio.to_value(),
+            "min-bitrate" => settings.min_bitrate.to_value(),
+            "max-bitrate" => settings.max_bitrate.to_value(),
+            "start-bitrate" => settings.start_bitrate.to_value(),
+            "max-buffering-time" => settings.max_buffering_time.to_value(),
+            "max-retries" => settings.max_retries.to_value(),
+            "timeout" => settings.timeout.to_value(),
+            "user-agent" => settings.user_agent.to_value(),
+            other => unreachable!("unknown property {other}"),
+        }
+    }
+
+    fn constructed(&self) {
+        self.parent_constructed();
+        let obj = self.obj();
+        obj.set_suppressed_flags(gst::ElementFlags::SOURCE | gst::ElementFlags::SINK);
+        obj.set_element_flags(gst::ElementFlags::SOURCE);
+    }
+}
+
+impl GstObjectImpl for MeshSrc {}
+
+impl ElementImpl for MeshSrc {
+    fn metadata() -> Option<&'static gst::subclass::ElementMetadata> {
+        static METADATA: LazyLock<gst::subclass::ElementMetadata> = LazyLock::new(|| {
+            gst::subclass::ElementMetadata::new(
+                "Mesh adaptive streaming source",
+                "Source/Network/Adaptive",
+                "Plays HLS streams, one pad per rendition carrying its container bytes, with segments from the CDN or from peers",
+                "gst-mesh developers",
+            )
+        });
+        Some(&*METADATA)
+    }
+
+    fn pad_templates() -> &'static [gst::PadTemplate] {
+        static TEMPLATES: LazyLock<Vec<gst::PadTemplate>> = LazyLock::new(|| {
+            ["video_%02u", "audio_%02u", "subtitle_%02u"]
+                .into_iter()
+                .map(|name| {
+                    gst::PadTemplate::new(
+                        name,
+                        gst::PadDirection::Src,
+                        gst::PadPresence::Sometimes,
+                        &gst::Caps::new_any(),
+                    )
+                    .expect("valid pad template")
+                })
+                .collect()
+        });
+        TEMPLATES.as_ref()
+    }
+
+    fn change_state(
+        &self,
+        transition: gst::StateChange,
+    ) -> Result<gst::StateChangeSuccess, gst::StateChangeError> {
+        if transition == gst::StateChange::ReadyToPaused {
+            self.start()?;
+        }
+        let result = self.parent_change_state(transition);
+        if matches!(transition, gst::StateChange::PausedToReady) || result.is_err() {
+            self.stop();
+        }
+        result
+    }
+}
+
+impl BinImpl for MeshSrc {}
+
+impl URIHandlerImpl for MeshSrc {
+    const URI_TYPE: gst::URIType = gst::URIType::Src;
+
+    fn protocols() -> &'static [&'static str] {
+        &["mesh+http", "mesh+https"]
+    }
+
+    fn uri(&self) -> Option<String> {
+        lock(&self.settings)
+            .location
+            .as_ref()
+            .map(|l| format!("mesh+{l}"))
+    }
+
+    fn set_uri(&self, uri: &str) -> Result<(), glib::Error> {
+        let location = uri
+            .strip_prefix("mesh+")
+            .filter(|l| l.starts_with("http://") || l.starts_with("https://"))
+            .ok_or_else(|| {
+                glib::Error::new(
+                    gst::URIError::UnsupportedProtocol,
+                    &format!("{uri}: expected mesh+http:// or mesh+https://"),
+                )
+            })?;
+        Url::parse(location)
+            .map_err(|e| glib::Error::new(gst::URIError::BadUri, &format!("{uri}: {e}")))?;
+        lock(&self.settings).location = Some(location.to_string());
+        Ok(())
+    }
+}
+
+impl MeshSrc {
+    fn start(&self) -> Result<(), gst::StateChangeError> {
+        let config = lock(&self.settings).session_config().map_err(|e| {
+            self.post_mesh_error(&e);
+            gst::StateChangeError
+        })?;
+        gst::info!(CAT, imp = self, "starting {}", config.location);
+        let generation = {
+            let mut g = lock(&self.generation);
+            *g += 1;
+            *g
+        };
+        let (tx, mut rx) = mpsc::channel(16);
+        let session = Session::start(RUNTIME.handle(), config, tx);
+        let weak = self.obj().downgrade();
+        let events = RUNTIME.spawn(async move {
+            while let Some(event) = rx.recv().await {
+                let Some(obj) = weak.upgrade() else { break };
+                obj.imp().handle_event(generation, event);
+            }
+        });
+        *lock(&self.state) = State::Running {
+            generation,
+            _session: session,
+            events,
+            outputs: Vec::new(),
+        };
+        Ok(())
+    }
+
+    fn stop(&self) {
+        let State::Running {
+            events,
+            outputs,
+            _session,
+            ..
+        } = std::mem::take(&mut *lock(&self.state))
+        else {
+            return;
+        };
+        events.abort();
+        drop(_session);
+        let obj = self.obj();
+        for output in outputs {
+            let _ = output.src.set_state(gst::State::Null);
+            let _ = output.ghost.set_active(false);
+            let _ = obj.remove_pad(&output.ghost);
+            let _ = obj.remove(&output.src);
+        }
+    }
+
+    fn is_current(&self, generation: u64) -> bool {
+        matches!(&*lock(&self.state), State::Running { generation: g, .. } if *g == generation)
+    }
+
+    fn handle_event(&self, generation: u64, event: SessionEvent) {
+        if !self.is_current(generation) {
+            return;
+        }
+        match event {
+            SessionEvent::Tracks(tracks) => self.expose(generation, tracks),
+            SessionEvent::RenditionChanged {
+                track,
+                rendition,
+                reason,
+            } => {
+                let pad_name = match &*lock(&self.state) {
+                    State::Running { outputs, .. } => {
+                        outputs.get(track).map(|o| o.ghost.name().to_string())
+                    }
+                    State::Stopped => None,
+                };
+                let structure = gst::Structure::builder("mesh-variant-changed")
+                    .field("pad-name", pad_name.unwrap_or_default())
+                    .field("bandwidth", rendition.bandwidth)
+                    .field("uri", rendition.playlist_url.as_str())
+                    .field("reason", reason)
+                    .build();
+                gst::info!(CAT, imp = self, "{structure}");
+                let _ = self.obj().post_message(
+                    gst::message::Element::builder(structure)
+                        .src(&*self.obj())
+                        .build(),
+                );
+            }
+            SessionEvent::Warning(e) => {
+                gst::element_imp_warning!(self, gst::ResourceError::Read, ("{}", e), ["{:?}", e]);
+            }
+            SessionEvent::Error(e) => self.post_mesh_error(&e),
+        }
+    }
+
+    /// Adds one internal source and ghost pad per track, then signals no-more-pads.
+    fn expose(&self, generation: u64, tracks: Vec<TrackOutput>) {
+        let obj = self.obj();
+        let group_id = gst::GroupId::next();
+        let mut counters = [0u32; 3];
+        let named: Vec<(String, gst::Stream, TrackOutput)> = tracks
+            .into_iter()
+            .map(|t| {
+                let (slot, stream_type) = match t.kind {
+                    TrackKind::Video if t.track.muxed => {
+                        (0, gst::StreamType::VIDEO | gst::StreamType::AUDIO)
+                    }
+                    TrackKind::Video => (0, gst::StreamType::VIDEO),
+                    TrackKind::Audio => (1, gst::StreamType::AUDIO),
+                    TrackKind::Subtitle => (2, gst::StreamType::TEXT),
+                };
+                let name = format!("{}_{:02}", t.kind.pad_prefix(), counters[slot]);
+                counters[slot] += 1;
+                let stream_id = format!("{}/{}", obj.name(), name);
+                let stream = gst::Stream::new(
+                    Some(&stream_id),
+                    None,
+                    stream_type,
+                    gst::StreamFlags::empty(),
+                );
+                if let Some(lang) = t.track.renditions.first().and_then(|r| r.language.clone()) {
+                    let mut tags = gst::TagList::new();
+                    tags.get_mut()
+                        .expect("new tag list is writable")
+                        .add::<gst::tags::LanguageCode>(&lang.as_str(), gst::TagMergeMode::Replace);
+                    stream.set_tags(Some(&tags));
+                }
+                (name, stream, t)
+            })
+            .collect();
+        let collection = gst::StreamCollection::builder(Some(
+            &lock(&self.settings).location.clone().unwrap_or_default(),
+        ))
+        .streams(named.iter().map(|(_, s, _)| s.clone()))
+        .build();
+
+        let mut outputs = Vec::new();
+        for (name, stream, track) in named {
+            let src = StreamSrc::new(
+                &format!("{name}-src"),
+                track,
+                stream,
+                collection.clone(),
+                group_id,
+            );
+            let prefix = name.rsplit_once('_').map_or("video", |(p, _)| p);
+            let templ = obj
+                .pad_template(&format!("{prefix}_%02u"))
+                .expect("template exists");
+            let ghost = gst::GhostPad::builder_from_template(&templ)
+                .name(name.as_str())
+                .build();
+            outputs.push(Output { src, ghost });
+        }
+        // Register the outputs first so stop() removes them even if we are interrupted here.
+        {
+            let mut state = lock(&self.state);
+            match &mut *state {
+                State::Running {
+                    generation: g,
+                    outputs: slot,
+                    ..
+                } if *g == generation => {
+                    slot.extend(outputs.iter().map(|o| Output {
+                        src: o.src.clone(),
+                        ghost: o.ghost.clone(),
+                    }));
+                }
+                _ => return,
+            }
+        }
+        for output in &outputs {
+            let target = output
+                .src
+                .static_pad("src")
+                .expect("push sources have a src pad");
+            let exposed = obj
+                .add(&output.src)
+                .and_then(|_| output.ghost.set_target(Some(&target)))
+                .and_then(|_| output.ghost.set_active(true))
+                .and_then(|_| obj.add_pad(&output.ghost));
+            if let Err(e) = exposed {
+                gst::element_imp_error!(
+                    self,
+                    gst::CoreError::Pad,
+                    ("Cannot expose pad {}: {}", output.ghost.name(), e)
+                );
+                return;
+            }
+            Self::drop_when_unlinked(&output.src, &output.ghost);
+        }
+        let _ = obj.post_message(
+            gst::message::StreamCollection::builder(&collection)
+                .src(&*obj)
+                .build(),
+        );
+        for output in &outputs {
+            let _ = output.src.sync_state_with_parent();
+        }
+        obj.no_more_pads();
+    }
+
+    /// A pad nobody linked (say audio_00 under `meshsrc ! decodebin`) must not stop the
+    /// others with not-linked, so its data is dropped while some other pad is linked.
+    fn drop_when_unlinked(src: &StreamSrc, ghost: &gst::GhostPad) {
+        let ghost_weak = ghost.downgrade();
+        let src_pad = src.static_pad("src").expect("push sources have a src pad");
+        src_pad.add_probe(gst::PadProbeType::BUFFER, move |_, _| {
+            let Some(ghost) = ghost_weak.upgrade() else {
+                return gst::PadProbeReturn::Ok;
+            };
+            if ghost.is_linked() {
+                return gst::PadProbeReturn::Ok;
+            }
+            let sibling_linked = ghost.parent_element().is_some_and(|bin| {
+                bin.src_pads()
+                    .iter()
+                    .any(|p| p != ghost.upcast_ref::<gst::Pad>() && p.is_linked())
+            });
+            if sibling_linked {
+                gst::PadProbeReturn::Drop
+            } else {
+                gst::PadProbeReturn::Ok
+            }
+        });
+    }
+
+    fn post_mesh_error(&self, e: &MeshError) {
+        gst::warning!(CAT, imp = self, "error: {e}");
+        let details = |status: u16, url: &str| {
+            gst::Structure::builder("mesh-error-details")
+                .field("http-status-code", status as u32)
+                .field("uri", url)
+                .build()
+        };
+        match e {
+            MeshError::HttpStatus { url, status } => {
+                let details = details(*status, url);
+                match status {
+                    404 | 410 => {
+                        gst::element_imp_error!(self, gst::ResourceError::NotFound, ("{}", e), ["{:?}", e], details: details)
+                    }
+                    401 | 403 => {
+                        gst::element_imp_error!(self, gst::ResourceError::NotAuthorized, ("{}", e), ["{:?}", e], details: details)
+                    }
+                    _ => {
+                        gst::element_imp_error!(self, gst::ResourceError::OpenRead, ("{}", e), ["{:?}", e], details: details)
+                    }
+                }
+            }
+            MeshError::Connect { .. } => {
+                gst::element_imp_error!(self, gst::ResourceError::OpenRead, ("{}", e), ["{:?}", e])
+            }
+            MeshError::Timeout { .. } | MeshError::Read { .. } => {
+                gst::element_imp_error!(self, gst::ResourceError::Read, ("{}", e), ["{:?}", e])
+            }
+            MeshError::InvalidPlaylist { .. } => {
+                gst::element_imp_error!(self, gst::StreamError::Decode, ("{}", e), ["{:?}", e])
+            }
+            MeshError::Key { .. } | MeshError::Decrypt { .. } => {
+                gst::element_imp_error!(self, gst::StreamError::Decrypt, ("{}", e), ["{:?}", e])
+            }
+            MeshError::Unsupported(_) => {
+                gst::element_imp_error!(self, gst::StreamError::Format, ("{}", e), ["{:?}", e])
+            }
+            MeshError::InvalidLocation { .. } => {
+                gst::element_imp_error!(self, gst::ResourceError::Settings, ("{}", e), ["{:?}", e])
+            }
+        }
+    }
+}

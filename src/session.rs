@@ -1,0 +1,734 @@
+//! A playback session: loads the manifest, then runs one driver task per track that chooses
+//! renditions, follows live playlists and hands whole segments to the GStreamer glue through
+//! bounded channels. No GStreamer types here.
+
+use crate::abr::{AbrConfig, ThroughputEstimator};
+use crate::crypto;
+use crate::error::MeshError;
+use crate::fetch::{Delivery, Fetched, HttpConfig};
+use crate::hls::{self, Manifest};
+use crate::model::{MediaTimeline, Rendition, Resource, Segment, Track, TrackKind};
+use crate::scheduler::{SchedulerConfig, SegmentRequest};
+use bytes::Bytes;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+use tokio::sync::{Notify, mpsc};
+use tokio::task::JoinSet;
+use url::Url;
+
+#[derive(Debug, Clone)]
+pub struct SessionConfig {
+    pub location: Url,
+    pub abr: AbrConfig,
+    pub http: HttpConfig,
+    pub scheduler: SchedulerConfig,
+    /// How far ahead of the playback position segments are fetched.
+    pub max_buffering: Duration,
+}
+
+/// A whole segment (or init section) for one track, or the end of the track.
+#[derive(Debug, Clone)]
+pub enum StreamItem {
+    Data(Chunk),
+    Eos { epoch: u64 },
+}
+
+#[derive(Debug, Clone)]
+pub struct Chunk {
+    /// Items from before the latest seek carry an older epoch and are dropped.
+    pub epoch: u64,
+    pub bytes: Bytes,
+    /// Presentation time of the segment's first byte; None for init sections.
+    pub pts: Option<Duration>,
+    pub duration: Option<Duration>,
+    /// Data does not follow on from the previous chunk (seek, switch, skipped segment).
+    pub discont: bool,
+    /// Timestamps restart (EXT-X-DISCONTINUITY): downstream needs a new segment.
+    pub timestamps_restart: bool,
+    pub sequence: Option<u64>,
+}
+
+#[derive(Debug)]
+pub enum SessionEvent {
+    /// The tracks to expose, in manifest order. Sent once.
+    Tracks(Vec<TrackOutput>),
+    RenditionChanged {
+        track: usize,
+        rendition: Rendition,
+        reason: &'static str,
+    },
+    Warning(MeshError),
+    Error(MeshError),
+}
+
+#[derive(Debug)]
+pub struct TrackOutput {
+    pub kind: TrackKind,
+    pub track: Track,
+    pub items: mpsc::Receiver<StreamItem>,
+    pub control: Arc<TrackControl>,
+}
+
+/// Shared between a track's driver and its pad: seeks, playback position and timeline facts.
+#[derive(Debug, Default)]
+pub struct TrackControl {
+    state: Mutex<ControlState>,
+    changed: Notify,
+}
+
+#[derive(Debug, Default)]
+struct ControlState {
+    epoch: u64,
+    pending_seek: Option<Duration>,
+    /// Start times of the current rendition's segments (VOD), for snapping seeks.
+    segment_starts: Vec<Duration>,
+    duration: Option<Duration>,
+    is_live: bool,
+    /// Presentation time of the newest chunk the pad has taken.
+    played: Duration,
+}
+
+impl TrackControl {
+    fn lock(&self) -> std::sync::MutexGuard<'_, ControlState> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Restarts output at the segment containing `target`. Returns the new epoch and the
+    /// start of that segment, where output will resume.
+    pub fn seek(&self, target: Duration) -> (u64, Duration) {
+        let mut state = self.lock();
+        state.epoch += 1;
+        state.pending_seek = Some(target);
+        let snapped = state
+            .segment_starts
+            .iter()
+            .rev()
+            .find(|s| **s <= target)
+            .copied()
+            .unwrap_or_default();
+        state.played = snapped;
+        let epoch = state.epoch;
+        drop(state);
+        self.changed.notify_waiters();
+        (epoch, snapped)
+    }
+
+    pub fn epoch(&self) -> u64 {
+        self.lock().epoch
+    }
+
+    /// Total duration for VOD, None for live or before the playlist loaded.
+    pub fn duration(&self) -> Option<Duration> {
+        let state = self.lock();
+        if state.is_live { None } else { state.duration }
+    }
+
+    pub fn is_seekable(&self) -> bool {
+        let state = self.lock();
+        !state.is_live && state.duration.is_some()
+    }
+
+    pub fn set_played(&self, position: Duration) {
+        self.lock().played = position;
+        self.changed.notify_waiters();
+    }
+
+    fn played(&self) -> Duration {
+        self.lock().played
+    }
+
+    fn take_seek(&self) -> Option<(u64, Duration)> {
+        let mut state = self.lock();
+        state.pending_seek.take().map(|t| (state.epoch, t))
+    }
+
+    fn set_timeline(&self, timeline: &MediaTimeline) {
+        let mut state = self.lock();
+        state.is_live = timeline.is_live;
+        state.duration = Some(timeline.duration());
+        state.segment_starts = timeline.segments.iter().map(|s| s.start).collect();
+    }
+}
+
+/// A running session; dropping it stops every task.
+pub struct Session {
+    tasks: JoinSet<()>,
+}
+
+impl Session {
+    /// Starts the session on `runtime`. Events arrive on `events` until the session ends.
+    pub fn start(
+        runtime: &tokio::runtime::Handle,
+        config: SessionConfig,
+        events: mpsc::Sender<SessionEvent>,
+    ) -> Session {
+        let mut tasks = JoinSet::new();
+        tasks.spawn_on(run(config, events), runtime);
+        Session { tasks }
+    }
+}
+
+impl Drop for Session {
+    fn drop(&mut self) {
+        self.tasks.abort_all();
+    }
+}
+
+struct Context {
+    delivery: Delivery,
+    config: SessionConfig,
+    events: mpsc::Sender<SessionEvent>,
+    keys: tokio::sync::Mutex<HashMap<Url, [u8; 16]>>,
+}
+
+async fn run(config: SessionConfig, events: mpsc::Sender<SessionEvent>) {
+    let delivery = match Delivery::spawn(config.scheduler, config.http.clone()) {
+        Ok(d) => d,
+        Err(e) => {
+            let _ = events.send(SessionEvent::Error(e)).await;
+            return;
+        }
+    };
+    let ctx = Arc::new(Context {
+        delivery,
+        config,
+        events,
+        keys: Default::default(),
+    });
+    if let Err(e) = run_tracks(&ctx).await {
+        let _ = ctx.events.send(SessionEvent::Error(e)).await;
+    }
+}
+
+async fn run_tracks(ctx: &Arc<Context>) -> Result<(), MeshError> {
+    let manifest_url = ctx.config.location.clone();
+    let fetched = fetch_now(
+        ctx,
+        Resource {
+            url: manifest_url,
+            range: None,
+        },
+    )
+    .await?;
+    let (presentation, preloaded) = match hls::parse_manifest(&fetched.final_url, &fetched.bytes)? {
+        Manifest::Master(p) => (p, None),
+        Manifest::Media(p, timeline) => (p, Some(timeline)),
+    };
+
+    let mut outputs = Vec::new();
+    let mut pending = Vec::new();
+    let mut preloaded = preloaded;
+    for (index, track) in presentation.tracks.into_iter().enumerate() {
+        // Two whole segments in flight to the pad; max-buffering bounds the rest.
+        let (tx, rx) = mpsc::channel(2);
+        let control = Arc::new(TrackControl::default());
+        let driver = TrackDriver::new(ctx.clone(), index, track.clone(), tx, control.clone());
+        pending.push((driver, preloaded.take()));
+        outputs.push(TrackOutput {
+            kind: track.kind,
+            track,
+            items: rx,
+            control,
+        });
+    }
+    // The pads must exist before any driver reports on them.
+    ctx.events
+        .send(SessionEvent::Tracks(outputs))
+        .await
+        .map_err(|_| MeshError::Unsupported("element went away".into()))?;
+    let mut drivers = JoinSet::new();
+    for (driver, initial) in pending {
+        drivers.spawn(driver.run(initial));
+    }
+    while let Some(joined) = drivers.join_next().await {
+        match joined {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => return Err(e),
+            Err(e) if e.is_panic() => {
+                return Err(MeshError::Unsupported(format!(
+                    "internal error in a track driver: {e}"
+                )));
+            }
+            Err(_) => {}
+        }
+    }
+    Ok(())
+}
+
+/// Fetches something needed right away (manifest, playlist, key).
+async fn fetch_now(ctx: &Context, resource: Resource) -> Result<Fetched, MeshError> {
+    ctx.delivery
+        .fetch(SegmentRequest {
+            resource,
+            deadline: None,
+            retry_not_found: false,
+        })
+        .await
+}
+
+/// Consecutive failed live playlist reloads before the stream counts as gone.
+const MAX_FAILED_RELOADS: u32 = 5;
+
+struct TrackDriver {
+    ctx: Arc<Context>,
+    index: usize,
+    track: Track,
+    out: mpsc::Sender<StreamItem>,
+    control: Arc<TrackControl>,
+    rendition: usize,
+    estimator: ThroughputEstimator,
+    epoch: u64,
+    last_init: Option<Resource>,
+    discont: bool,
+    timestamps_restart: bool,
+}
+
+/// Why delivering a segment ended early.
+enum Interrupted {
+    Seek,
+    Fatal(MeshError),
+}
+
+impl TrackDriver {
+    fn new(
+        ctx: Arc<Context>,
+        index: usize,
+        track: Track,
+        out: mpsc::Sender<StreamItem>,
+        control: Arc<TrackControl>,
+    ) -> Self {
+        TrackDriver {
+            ctx,
+            index,
+            track,
+            out,
+            control,
+            rendition: 0,
+            estimator: ThroughputEstimator::default(),
+            epoch: 0,
+            last_init: None,
+            discont: true,
+            timestamps_restart: false,
+        }
+    }
+
+    fn bandwidths(&self) -> Vec<u64> {
+        self.track.renditions.iter().map(|r| r.bandwidth).collect()
+    }
+
+    async fn load_timeline(&self) -> Result<MediaTimeline, MeshError> {
+        let url = self.track.renditions[self.rendition].playlist_url.clone();
+        let fetched = fetch_now(&self.ctx, Resource { url, range: None }).await?;
+        hls::parse_media_playlist(&fetched.final_url, &fetched.bytes)
+    }
+
+    async fn announce_rendition(&self, reason: &'static str) {
+        let rendition = self.track.renditions[self.rendition].clone();
+        let _ = self
+            .ctx
+            .events
+            .send(SessionEvent::RenditionChanged {
+                track: self.index,
+                rendition,
+                reason,
+            })
+            .await;
+    }
+
+    /// Runs `fut` unless a seek comes first.
+    async fn unless_seek<T>(&self, fut: impl Future<Output = T>) -> Result<T, Interrupted> {
+        unless_seek(&self.control, self.epoch, fut).await
+    }
+
+    async fn send(&self, item: StreamItem) -> Result<(), MeshError> {
+        match self.unless_seek(self.out.send(item)).await {
+            Ok(Ok(())) | Err(Interrupted::Seek) => Ok(()),
+            Err(Interrupted::Fatal(e)) => Err(e),
+            Ok(Err(_)) => Err(MeshError::Unsupported("pad went away".into())),
+        }
+    }
+
+    async fn run(mut self, preloaded: Option<MediaTimeline>) -> Result<(), MeshError> {
+        let bandwidths = self.bandwidths();
+        self.rendition = if self.index == 0 {
+            self.ctx
+                .config
+                .abr
+                .initial(&bandwidths, self.track.default_rendition)
+        } else {
+            self.track.default_rendition
+        };
+        self.announce_rendition("initial").await;
+        let mut timeline = match preloaded {
+            Some(t) => t,
+            None => self.load_timeline().await?,
+        };
+        self.control.set_timeline(&timeline);
+        let mut next_sequence = if timeline.is_live {
+            timeline.live_start_sequence()
+        } else {
+            timeline.first_sequence()
+        };
+        let mut next_pts = if timeline.is_live {
+            Duration::ZERO
+        } else {
+            next_sequence
+                .and_then(|s| timeline.by_sequence(s))
+                .map(|s| s.start)
+                .unwrap_or_default()
+        };
+        let mut last_reload = Instant::now();
+        let mut unchanged_reloads = 0u32;
+        let mut failed_reloads = 0u32;
+
+        loop {
+            if let Some((epoch, target)) = self.control.take_seek() {
+                self.epoch = epoch;
+                if let Some(seg) = timeline.segment_at(target) {
+                    next_sequence = Some(seg.sequence);
+                    next_pts = seg.start;
+                }
+                self.last_init = None;
+                self.discont = true;
+            }
+
+            let Some(sequence) = next_sequence else {
+                // An empty playlist: only live ones can grow.
+                if !timeline.is_live {
+                    return Err(MeshError::InvalidPlaylist {
+                        url: self.track.renditions[self.rendition]
+                            .playlist_url
+                            .to_string(),
+                        reason: "the media playlist has no segments".into(),
+                    });
+                }
+                self.wait_reload(
+                    &mut timeline,
+                    &mut last_reload,
+                    &mut unchanged_reloads,
+                    &mut failed_reloads,
+                )
+                .await?;
+                next_sequence = timeline.live_start_sequence();
+                continue;
+            };
+
+            let segment = match timeline.by_sequence(sequence) {
+                Some(seg) => seg.clone(),
+                None if timeline
+                    .first_sequence()
+                    .is_some_and(|first| sequence < first) =>
+                {
+                    let first = timeline.first_sequence().unwrap_or(sequence);
+                    let _ = self
+                        .ctx
+                        .events
+                        .send(SessionEvent::Warning(MeshError::Read {
+                            url: self.track.renditions[self.rendition]
+                                .playlist_url
+                                .to_string(),
+                            reason: format!(
+                                "fell behind the live window: segments {sequence}..{first} are gone"
+                            ),
+                        }))
+                        .await;
+                    next_sequence = Some(first);
+                    self.discont = true;
+                    continue;
+                }
+                None if timeline.ended => {
+                    self.send(StreamItem::Eos { epoch: self.epoch }).await?;
+                    // Stay alive for a seek back into a VOD stream.
+                    let _ = self.unless_seek(std::future::pending::<()>()).await;
+                    continue;
+                }
+                None => {
+                    self.wait_reload(
+                        &mut timeline,
+                        &mut last_reload,
+                        &mut unchanged_reloads,
+                        &mut failed_reloads,
+                    )
+                    .await?;
+                    continue;
+                }
+            };
+
+            if self
+                .unless_seek(self.wait_for_room(next_pts))
+                .await
+                .is_err()
+            {
+                continue;
+            }
+
+            match self
+                .deliver_segment(&segment, next_pts, timeline.is_live)
+                .await
+            {
+                Ok(()) => {}
+                Err(Interrupted::Seek) => continue,
+                Err(Interrupted::Fatal(e)) => return Err(e),
+            }
+            next_sequence = Some(sequence + 1);
+            next_pts += segment.duration;
+
+            if self.index == 0 && bandwidths.len() > 1 {
+                let wanted = self
+                    .ctx
+                    .config
+                    .abr
+                    .next(&bandwidths, self.rendition, &self.estimator);
+                if wanted != self.rendition {
+                    let previous = self.rendition;
+                    self.rendition = wanted;
+                    match self.load_timeline().await {
+                        Ok(t) => {
+                            timeline = t;
+                            self.control.set_timeline(&timeline);
+                            self.discont = true;
+                            self.last_init = None;
+                            self.announce_rendition("abr").await;
+                        }
+                        Err(e) => {
+                            self.rendition = previous;
+                            self.warn(e).await;
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    async fn warn(&self, error: MeshError) {
+        let _ = self.ctx.events.send(SessionEvent::Warning(error)).await;
+    }
+
+    /// Waits until the playlist is due for reload (RFC 8216 §6.3.4) and reloads it.
+    async fn wait_reload(
+        &mut self,
+        timeline: &mut MediaTimeline,
+        last_reload: &mut Instant,
+        unchanged: &mut u32,
+        failed: &mut u32,
+    ) -> Result<(), MeshError> {
+        let base = timeline
+            .segments
+            .last()
+            .map(|s| s.duration)
+            .filter(|d| !d.is_zero())
+            .unwrap_or(timeline.target_duration);
+        // Unchanged playlists are reloaded at half the interval (as hlsdemux2 does).
+        let interval = if *unchanged > 0 { base / 2 } else { base };
+        let due = *last_reload + interval;
+        if self
+            .unless_seek(tokio::time::sleep_until(due.into()))
+            .await
+            .is_err()
+        {
+            return Ok(());
+        }
+        *last_reload = Instant::now();
+        match self.load_timeline().await {
+            Ok(fresh) => {
+                *failed = 0;
+                if fresh.last_sequence() == timeline.last_sequence()
+                    && fresh.ended == timeline.ended
+                {
+                    *unchanged += 1;
+                } else {
+                    *unchanged = 0;
+                }
+                *timeline = fresh;
+                self.control.set_timeline(timeline);
+                Ok(())
+            }
+            Err(e) => {
+                *failed += 1;
+                if *failed >= MAX_FAILED_RELOADS {
+                    return Err(e);
+                }
+                self.warn(MeshError::Read {
+                    url: e.to_string(),
+                    reason: format!("playlist reload failed ({}/{MAX_FAILED_RELOADS})", failed),
+                })
+                .await;
+                Ok(())
+            }
+        }
+    }
+
+    /// Holds fetching back to `max-buffering-time` ahead of what the pad has taken.
+    async fn wait_for_room(&self, pts: Duration) {
+        loop {
+            let changed = self.control.changed.notified();
+            if pts <= self.control.played() + self.ctx.config.max_buffering {
+                return;
+            }
+            changed.await;
+        }
+    }
+
+    /// Fetches init (when it changed), the segment and its key, and sends them on.
+    async fn deliver_segment(
+        &mut self,
+        segment: &Segment,
+        pts: Duration,
+        live: bool,
+    ) -> Result<(), Interrupted> {
+        let control = self.control.clone();
+        let result =
+            unless_seek(&control, self.epoch, self.fetch_segment(segment, pts, live)).await?;
+        let (init, media) = match result {
+            Ok(parts) => parts,
+            Err(e) if live => {
+                self.warn(MeshError::Read {
+                    url: segment.resource.url.to_string(),
+                    reason: format!("skipping live segment {}: {e}", segment.sequence),
+                })
+                .await;
+                self.discont = true;
+                return Ok(());
+            }
+            Err(e) => return Err(Interrupted::Fatal(e)),
+        };
+        if let Some(init) = init {
+            let chunk = Chunk {
+                epoch: self.epoch,
+                bytes: init,
+                pts: None,
+                duration: None,
+                discont: self.discont,
+                timestamps_restart: false,
+                sequence: None,
+            };
+            self.discont = false;
+            if self.send(StreamItem::Data(chunk)).await.is_err() {
+                return Ok(());
+            }
+            self.last_init = segment.init.clone();
+        }
+        let chunk = Chunk {
+            epoch: self.epoch,
+            bytes: media,
+            pts: Some(pts),
+            duration: Some(segment.duration),
+            discont: std::mem::take(&mut self.discont) || segment.discontinuity,
+            timestamps_restart: std::mem::take(&mut self.timestamps_restart)
+                || segment.discontinuity,
+            sequence: Some(segment.sequence),
+        };
+        let _ = self.send(StreamItem::Data(chunk)).await;
+        Ok(())
+    }
+
+    async fn fetch_segment(
+        &mut self,
+        segment: &Segment,
+        pts: Duration,
+        live: bool,
+    ) -> Result<(Option<Bytes>, Bytes), MeshError> {
+        let init = match &segment.init {
+            Some(init) if self.last_init.as_ref() != Some(init) => {
+                Some(fetch_now(&self.ctx, init.clone()).await?.bytes)
+            }
+            _ => None,
+        };
+        let played = self.control.played();
+        let deadline = self.ctx.delivery.now() + pts.saturating_sub(played);
+        let request = SegmentRequest {
+            resource: segment.resource.clone(),
+            deadline: Some(deadline),
+            retry_not_found: live,
+        };
+        let fetched = self.ctx.delivery.fetch(request).await?;
+        self.estimator
+            .record(fetched.bytes.len() as u64, fetched.elapsed);
+        let media = match &segment.encryption {
+            None => fetched.bytes,
+            Some(enc) => {
+                let key = self.key(&enc.key_url).await?;
+                let mut data = fetched.bytes.to_vec();
+                let len = crypto::decrypt_segment(&key, &enc.iv, &mut data).map_err(|reason| {
+                    MeshError::Decrypt {
+                        url: segment.resource.url.to_string(),
+                        reason,
+                    }
+                })?;
+                data.truncate(len);
+                Bytes::from(data)
+            }
+        };
+        // An init section under an AES-128 key is encrypted too (RFC 8216 §4.3.2.5); m3u8-rs
+        // loses the tag order, so tell by whether it parses as ISO-BMFF.
+        let init = match (init, &segment.encryption) {
+            (Some(init), Some(enc)) if !looks_like_bmff(&init) => {
+                let key = self.key(&enc.key_url).await?;
+                let mut data = init.to_vec();
+                let len = crypto::decrypt_segment(&key, &enc.iv, &mut data).map_err(|reason| {
+                    MeshError::Decrypt {
+                        url: segment.resource.url.to_string(),
+                        reason,
+                    }
+                })?;
+                data.truncate(len);
+                Some(Bytes::from(data))
+            }
+            (init, _) => init,
+        };
+        Ok((init, media))
+    }
+
+    /// The AES key for `url`, fetched from the origin once per session.
+    async fn key(&self, url: &Url) -> Result<[u8; 16], MeshError> {
+        if let Some(key) = self.ctx.keys.lock().await.get(url) {
+            return Ok(*key);
+        }
+        let fetched = fetch_now(
+            &self.ctx,
+            Resource {
+                url: url.clone(),
+                range: None,
+            },
+        )
+        .await
+        .map_err(|e| MeshError::Key {
+            url: url.to_string(),
+            reason: e.to_string(),
+        })?;
+        let key = crypto::key_from_bytes(&fetched.bytes).map_err(|reason| MeshError::Key {
+            url: url.to_string(),
+            reason,
+        })?;
+        self.ctx.keys.lock().await.insert(url.clone(), key);
+        Ok(key)
+    }
+}
+
+/// Runs `fut` unless the track's epoch moves on from `epoch` (a seek) first.
+async fn unless_seek<T>(
+    control: &TrackControl,
+    epoch: u64,
+    fut: impl Future<Output = T>,
+) -> Result<T, Interrupted> {
+    let changed = control.changed.notified();
+    tokio::pin!(changed, fut);
+    loop {
+        if control.epoch() != epoch {
+            return Err(Interrupted::Seek);
+        }
+        tokio::select! {
+            biased;
+            _ = &mut changed => {
+                changed.set(control.changed.notified());
+            }
+            v = &mut fut => return Ok(v),
+        }
+    }
+}
+
+/// An ISO-BMFF init section starts with a box header whose type is ASCII.
+fn looks_like_bmff(data: &[u8]) -> bool {
+    data.len() >= 8 && data[4..8].iter().all(|b| b.is_ascii_alphanumeric())
+}
