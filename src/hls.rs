@@ -241,6 +241,16 @@ fn timeline_from_media(url: &Url, media: &MediaPlaylist) -> Result<MediaTimeline
 
     for (index, seg) in media.segments.iter().enumerate() {
         let sequence = media.media_sequence + index as u64;
+        // m3u8-rs rejects METHOD=NONE without IV and leaves it as an unknown tag.
+        let clears_key = seg.unknown_tags.iter().any(|t| {
+            t.tag == "X-KEY"
+                && t.rest
+                    .as_deref()
+                    .is_some_and(|r| r.split(',').any(|a| a.trim() == "METHOD=NONE"))
+        });
+        if clears_key {
+            encryption_key = None;
+        }
         if let Some(key) = &seg.key {
             encryption_key = match &key.method {
                 KeyMethod::None => None,
