@@ -2,8 +2,8 @@
 
 use crate::error::MeshError;
 use crate::model::{
-    ByteRange, Encryption, MediaTimeline, Presentation, Rendition, Resource, Segment, Track,
-    TrackKind,
+    ByteRange, Encryption, MediaTimeline, Presentation, Rendition, RenditionSource, Resource,
+    Segment, Track, TrackKind,
 };
 use m3u8_rs::{AlternativeMediaType, KeyMethod, MasterPlaylist, MediaPlaylist, Playlist};
 use std::time::Duration;
@@ -35,7 +35,8 @@ pub fn parse_manifest(url: &Url, body: &[u8]) -> Result<Manifest, MeshError> {
             let timeline = timeline_from_media(url, &media)?;
             let rendition = Rendition {
                 id: "main".into(),
-                playlist_url: url.clone(),
+                url: url.clone(),
+                source: RenditionSource::HlsMediaPlaylist,
                 bandwidth: 0,
                 codecs: None,
                 resolution: None,
@@ -118,7 +119,8 @@ fn presentation_from_master(url: &Url, master: &MasterPlaylist) -> Result<Presen
     for (index, variant) in variants.iter().enumerate() {
         renditions.push(Rendition {
             id: format!("v{index}"),
-            playlist_url: resolve(url, &variant.uri, "variant")?,
+            url: resolve(url, &variant.uri, "variant")?,
+            source: RenditionSource::HlsMediaPlaylist,
             bandwidth: variant.bandwidth,
             codecs: variant.codecs.clone(),
             resolution: variant.resolution.map(|r| (r.width, r.height)),
@@ -175,7 +177,8 @@ fn presentation_from_master(url: &Url, master: &MasterPlaylist) -> Result<Presen
             kind,
             renditions: vec![Rendition {
                 id: format!("{}-{}", kind.pad_prefix(), chosen.name),
-                playlist_url: resolve(url, uri, "rendition")?,
+                url: resolve(url, uri, "rendition")?,
+                source: RenditionSource::HlsMediaPlaylist,
                 bandwidth: 0,
                 codecs: None,
                 resolution: None,
@@ -443,12 +446,12 @@ mod tests {
         assert_eq!(p.tracks[0].kind, TrackKind::Video);
         assert!(!p.tracks[0].muxed);
         assert_eq!(
-            p.tracks[0].renditions[1].playlist_url.as_str(),
+            p.tracks[0].renditions[1].url.as_str(),
             "http://origin.test/abs/high.m3u8?q=2"
         );
         assert_eq!(p.tracks[1].kind, TrackKind::Audio);
         assert_eq!(
-            p.tracks[1].renditions[0].playlist_url.as_str(),
+            p.tracks[1].renditions[0].url.as_str(),
             "http://origin.test/live/audio/en.m3u8"
         );
     }

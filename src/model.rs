@@ -26,13 +26,27 @@ impl TrackKind {
 pub struct Rendition {
     /// Stable identity within the presentation, used for logging and, later, swarm ids.
     pub id: String,
-    pub playlist_url: Url,
+    /// HLS: the media playlist. DASH: the MPD.
+    pub url: Url,
+    pub source: RenditionSource,
     /// Declared peak bitrate in bits per second; 0 when unknown.
     pub bandwidth: u64,
     pub codecs: Option<String>,
     pub resolution: Option<(u64, u64)>,
     pub language: Option<String>,
     pub name: Option<String>,
+}
+
+/// Where a rendition's segment list comes from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RenditionSource {
+    /// An HLS media playlist at the rendition's URL, reloaded while live.
+    HlsMediaPlaylist,
+    /// A DASH representation: its AdaptationSet's index among the Period's sets and its id.
+    Dash {
+        adaptation_set: usize,
+        representation: String,
+    },
 }
 
 /// A track becomes one source pad.

@@ -7,7 +7,9 @@ use crate::crypto;
 use crate::error::MeshError;
 use crate::fetch::{Delivery, Fetched, HttpConfig};
 use crate::hls::{self, Manifest};
-use crate::model::{MediaTimeline, Rendition, Resource, Segment, Track, TrackKind};
+use crate::model::{
+    MediaTimeline, Rendition, RenditionSource, Resource, Segment, Track, TrackKind,
+};
 use crate::scheduler::{SchedulerConfig, SegmentRequest};
 use bytes::Bytes;
 use std::collections::HashMap;
@@ -317,10 +319,22 @@ impl TrackDriver {
         self.track.renditions.iter().map(|r| r.bandwidth).collect()
     }
 
+    /// The rendition's current segment list: a (re)loaded HLS media playlist or DASH timeline.
     async fn load_timeline(&self) -> Result<MediaTimeline, MeshError> {
-        let url = self.track.renditions[self.rendition].playlist_url.clone();
-        let fetched = fetch_now(&self.ctx, Resource { url, range: None }).await?;
-        hls::parse_media_playlist(&fetched.final_url, &fetched.bytes)
+        let rendition = &self.track.renditions[self.rendition];
+        match &rendition.source {
+            RenditionSource::HlsMediaPlaylist => {
+                let resource = Resource {
+                    url: rendition.url.clone(),
+                    range: None,
+                };
+                let fetched = fetch_now(&self.ctx, resource).await?;
+                hls::parse_media_playlist(&fetched.final_url, &fetched.bytes)
+            }
+            RenditionSource::Dash { .. } => Err(MeshError::Unsupported(
+                "MPEG-DASH is not supported yet".into(),
+            )),
+        }
     }
 
     async fn announce_rendition(&self, reason: &'static str) {
@@ -397,9 +411,7 @@ impl TrackDriver {
                 // An empty playlist: only live ones can grow.
                 if !timeline.is_live {
                     return Err(MeshError::InvalidPlaylist {
-                        url: self.track.renditions[self.rendition]
-                            .playlist_url
-                            .to_string(),
+                        url: self.track.renditions[self.rendition].url.to_string(),
                         reason: "the media playlist has no segments".into(),
                     });
                 }
@@ -425,9 +437,7 @@ impl TrackDriver {
                         .ctx
                         .events
                         .send(SessionEvent::Warning(MeshError::Read {
-                            url: self.track.renditions[self.rendition]
-                                .playlist_url
-                                .to_string(),
+                            url: self.track.renditions[self.rendition].url.to_string(),
                             reason: format!(
                                 "fell behind the live window: segments {sequence}..{first} are gone"
                             ),

@@ -416,7 +416,7 @@ impl MeshSrc {
                 let structure = gst::Structure::builder("mesh-variant-changed")
                     .field("pad-name", pad_name.unwrap_or_default())
                     .field("bandwidth", rendition.bandwidth)
-                    .field("uri", rendition.playlist_url.as_str())
+                    .field("uri", rendition.url.as_str())
                     .field("reason", reason)
                     .build();
                 gst::info!(CAT, imp = self, "{structure}");

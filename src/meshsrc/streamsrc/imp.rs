@@ -107,7 +107,7 @@ impl StreamSrc {
             .track
             .renditions
             .first()
-            .map(|r| r.playlist_url.to_string())
+            .map(|r| r.url.to_string())
             .unwrap_or_default();
         *lock(&self.info) = Some(StreamInfo {
             stream,
