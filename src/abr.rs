@@ -84,13 +84,16 @@ pub fn rendition_for_bitrate(bandwidths: &[u64], target: u64, min: u64, max: u64
 impl AbrConfig {
     /// The rendition to start with. `default_index` is the manifest's own first choice.
     pub fn initial(&self, bandwidths: &[u64], default_index: usize) -> usize {
-        let hint = if self.connection_bitrate > 0 {
-            self.connection_bitrate
-        } else {
-            self.start_bitrate
-        };
-        if hint > 0 {
-            return rendition_for_bitrate(bandwidths, hint, self.min_bitrate, self.max_bitrate);
+        if self.connection_bitrate > 0 {
+            return self.for_connection_bitrate(bandwidths);
+        }
+        if self.start_bitrate > 0 {
+            return rendition_for_bitrate(
+                bandwidths,
+                self.start_bitrate,
+                self.min_bitrate,
+                self.max_bitrate,
+            );
         }
         let fits = bandwidths.get(default_index).is_some_and(|b| {
             *b >= self.min_bitrate && (self.max_bitrate == 0 || *b <= self.max_bitrate)
@@ -110,15 +113,22 @@ impl AbrConfig {
         current: usize,
         estimator: &ThroughputEstimator,
     ) -> usize {
-        let target = if self.connection_bitrate > 0 {
-            self.connection_bitrate
-        } else {
-            match estimator.estimate() {
-                Some(rate) => (rate as f64 * self.bandwidth_target_ratio) as u64,
-                None => return current,
+        if self.connection_bitrate > 0 {
+            return self.for_connection_bitrate(bandwidths);
+        }
+        match estimator.estimate() {
+            Some(rate) => {
+                let target = (rate as f64 * self.bandwidth_target_ratio) as u64;
+                rendition_for_bitrate(bandwidths, target, self.min_bitrate, self.max_bitrate)
             }
-        };
-        rendition_for_bitrate(bandwidths, target, self.min_bitrate, self.max_bitrate)
+            None => current,
+        }
+    }
+
+    /// As in hlsdemux2, a fixed connection bitrate is used as it is: `max-bitrate` does not
+    /// cap it, `min-bitrate` still applies.
+    fn for_connection_bitrate(&self, bandwidths: &[u64]) -> usize {
+        rendition_for_bitrate(bandwidths, self.connection_bitrate, self.min_bitrate, 0)
     }
 }
 

@@ -7,9 +7,11 @@ use gst::glib;
 
 pub mod abr;
 pub mod crypto;
+pub mod dash;
 pub mod error;
 pub mod fetch;
 pub mod hls;
+pub mod mesh;
 pub mod meshsrc;
 pub mod model;
 pub mod runtime;

@@ -4,6 +4,7 @@
 
 use crate::abr::{AbrConfig, ThroughputEstimator};
 use crate::crypto;
+use crate::dash;
 use crate::error::MeshError;
 use crate::fetch::{Delivery, Fetched, HttpConfig};
 use crate::hls::{self, Manifest};
@@ -27,6 +28,8 @@ pub struct SessionConfig {
     pub scheduler: SchedulerConfig,
     /// How far ahead of the playback position segments are fetched.
     pub max_buffering: Duration,
+    /// DASH representation limits and live presentation delay.
+    pub dash: dash::DashOptions,
 }
 
 /// A whole segment (or init section) for one track, or the end of the track.
@@ -57,7 +60,7 @@ pub enum SessionEvent {
     Tracks(Vec<TrackOutput>),
     RenditionChanged {
         track: usize,
-        rendition: Rendition,
+        rendition: Box<Rendition>,
         reason: &'static str,
     },
     Warning(MeshError),
@@ -68,6 +71,8 @@ pub enum SessionEvent {
 pub struct TrackOutput {
     pub kind: TrackKind,
     pub track: Track,
+    /// Index of the rendition the track starts with.
+    pub initial_rendition: usize,
     pub items: mpsc::Receiver<StreamItem>,
     pub control: Arc<TrackControl>,
 }
@@ -182,6 +187,8 @@ struct Context {
     config: SessionConfig,
     events: mpsc::Sender<SessionEvent>,
     keys: tokio::sync::Mutex<HashMap<Url, [u8; 16]>>,
+    /// The MPD and its live state when the manifest is DASH.
+    dash: std::sync::OnceLock<dash::DashSession>,
 }
 
 async fn run(config: SessionConfig, events: mpsc::Sender<SessionEvent>) {
@@ -197,6 +204,7 @@ async fn run(config: SessionConfig, events: mpsc::Sender<SessionEvent>) {
         config,
         events,
         keys: Default::default(),
+        dash: Default::default(),
     });
     if let Err(e) = run_tracks(&ctx).await {
         let _ = ctx.events.send(SessionEvent::Error(e)).await;
@@ -213,9 +221,21 @@ async fn run_tracks(ctx: &Arc<Context>) -> Result<(), MeshError> {
         },
     )
     .await?;
-    let (presentation, preloaded) = match hls::parse_manifest(&fetched.final_url, &fetched.bytes)? {
-        Manifest::Master(p) => (p, None),
-        Manifest::Media(p, timeline) => (p, Some(timeline)),
+    let (presentation, preloaded) = if dash::looks_like_mpd(&fetched.final_url, &fetched.bytes) {
+        let (session, presentation) = dash::DashSession::start(
+            &ctx.delivery,
+            &fetched.final_url,
+            &fetched.bytes,
+            ctx.config.dash.clone(),
+        )
+        .await?;
+        let _ = ctx.dash.set(session);
+        (presentation, None)
+    } else {
+        match hls::parse_manifest(&fetched.final_url, &fetched.bytes)? {
+            Manifest::Master(p) => (p, None),
+            Manifest::Media(p, timeline) => (p, Some(timeline)),
+        }
     };
 
     let mut outputs = Vec::new();
@@ -225,11 +245,20 @@ async fn run_tracks(ctx: &Arc<Context>) -> Result<(), MeshError> {
         // Two whole segments in flight to the pad; max-buffering bounds the rest.
         let (tx, rx) = mpsc::channel(2);
         let control = Arc::new(TrackControl::default());
-        let driver = TrackDriver::new(ctx.clone(), index, track.clone(), tx, control.clone());
+        // Only the main track adapts; the element announces this choice with the pads.
+        let initial_rendition = if index == 0 {
+            let bandwidths: Vec<u64> = track.renditions.iter().map(|r| r.bandwidth).collect();
+            ctx.config.abr.initial(&bandwidths, track.default_rendition)
+        } else {
+            track.default_rendition
+        };
+        let mut driver = TrackDriver::new(ctx.clone(), index, track.clone(), tx, control.clone());
+        driver.rendition = initial_rendition;
         pending.push((driver, preloaded.take()));
         outputs.push(TrackOutput {
             kind: track.kind,
             track,
+            initial_rendition,
             items: rx,
             control,
         });
@@ -331,14 +360,21 @@ impl TrackDriver {
                 let fetched = fetch_now(&self.ctx, resource).await?;
                 hls::parse_media_playlist(&fetched.final_url, &fetched.bytes)
             }
-            RenditionSource::Dash { .. } => Err(MeshError::Unsupported(
-                "MPEG-DASH is not supported yet".into(),
-            )),
+            RenditionSource::Dash { .. } => match self.ctx.dash.get() {
+                Some(session) => {
+                    session
+                        .timeline(&self.ctx.delivery, self.track.kind, rendition)
+                        .await
+                }
+                None => Err(MeshError::Unsupported(
+                    "a DASH rendition without an MPD".into(),
+                )),
+            },
         }
     }
 
     async fn announce_rendition(&self, reason: &'static str) {
-        let rendition = self.track.renditions[self.rendition].clone();
+        let rendition = Box::new(self.track.renditions[self.rendition].clone());
         let _ = self
             .ctx
             .events
@@ -365,15 +401,6 @@ impl TrackDriver {
 
     async fn run(mut self, preloaded: Option<MediaTimeline>) -> Result<(), MeshError> {
         let bandwidths = self.bandwidths();
-        self.rendition = if self.index == 0 {
-            self.ctx
-                .config
-                .abr
-                .initial(&bandwidths, self.track.default_rendition)
-        } else {
-            self.track.default_rendition
-        };
-        self.announce_rendition("initial").await;
         let mut timeline = match preloaded {
             Some(t) => t,
             None => self.load_timeline().await?,

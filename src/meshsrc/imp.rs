@@ -1,8 +1,9 @@
 use super::streamsrc::StreamSrc;
 use crate::abr::AbrConfig;
+use crate::dash::DashOptions;
 use crate::error::MeshError;
 use crate::fetch::HttpConfig;
-use crate::model::TrackKind;
+use crate::model::{Rendition, TrackKind};
 use crate::runtime::RUNTIME;
 use crate::scheduler::SchedulerConfig;
 use crate::session::{Session, SessionConfig, SessionEvent, TrackOutput};
@@ -39,6 +40,8 @@ struct Settings {
     max_retries: i32,
     timeout: u32,
     user_agent: String,
+    /// max-video-width/height/framerate and presentation-delay (DASH).
+    dash: DashOptions,
 }
 
 impl Default for Settings {
@@ -54,6 +57,7 @@ impl Default for Settings {
             max_retries: DEFAULT_MAX_RETRIES,
             timeout: DEFAULT_TIMEOUT,
             user_agent: HttpConfig::default().user_agent,
+            dash: DashOptions::default(),
         }
     }
 }
@@ -90,6 +94,7 @@ impl Settings {
                 ..SchedulerConfig::default()
             },
             max_buffering: Duration::from_nanos(self.max_buffering_time),
+            dash: self.dash.clone(),
         })
     }
 }
@@ -198,6 +203,30 @@ impl ObjectImpl for MeshSrc {
                     .default_value(Some(Settings::default().user_agent.as_str()))
                     .mutable_ready()
                     .build(),
+                glib::ParamSpecUInt::builder("max-video-width")
+                    .nick("Max video width")
+                    .blurb("Max video width to select (0 = no maximum) (DASH)")
+                    .mutable_ready()
+                    .build(),
+                glib::ParamSpecUInt::builder("max-video-height")
+                    .nick("Max video height")
+                    .blurb("Max video height to select (0 = no maximum) (DASH)")
+                    .mutable_ready()
+                    .build(),
+                gst::ParamSpecFraction::builder("max-video-framerate")
+                    .nick("Max video framerate")
+                    .blurb("Max video framerate to select (0/1 = no maximum) (DASH)")
+                    .minimum(gst::Fraction::new(0, 1))
+                    .maximum(gst::Fraction::new(i32::MAX, 1))
+                    .default_value(gst::Fraction::new(0, 1))
+                    .mutable_ready()
+                    .build(),
+                glib::ParamSpecString::builder("presentation-delay")
+                    .nick("Presentation delay")
+                    .blurb("Live playback delay behind the edge when the MPD suggests none, e.g. \"12s\", \"2500ms\", \"3f\" (fragments) (DASH)")
+                    .default_value(Some(DashOptions::default().presentation_delay.as_str()))
+                    .mutable_ready()
+                    .build(),
             ]
         });
         PROPERTIES.as_ref()
@@ -231,6 +260,23 @@ impl ObjectImpl for MeshSrc {
                     .expect("type checked upstream")
                     .unwrap_or_default();
             }
+            "max-video-width" => {
+                settings.dash.max_video_width = value.get().expect("type checked upstream")
+            }
+            "max-video-height" => {
+                settings.dash.max_video_height = value.get().expect("type checked upstream")
+            }
+            "max-video-framerate" => {
+                let rate: gst::Fraction = value.get().expect("type checked upstream");
+                settings.dash.max_video_framerate =
+                    (rate.numer().max(0) as u32, rate.denom().max(1) as u32);
+            }
+            "presentation-delay" => {
+                settings.dash.presentation_delay = value
+                    .get::<Option<String>>()
+                    .expect("type checked upstream")
+                    .unwrap_or_default();
+            }
             other => unreachable!("unknown property {other}"),
         }
     }
@@ -248,6 +294,17 @@ impl ObjectImpl for MeshSrc {
             "max-retries" => settings.max_retries.to_value(),
             "timeout" => settings.timeout.to_value(),
             "user-agent" => settings.user_agent.to_value(),
+            "max-video-width" => settings.dash.max_video_width.to_value(),
+            "max-video-height" => settings.dash.max_video_height.to_value(),
+            "max-video-framerate" => {
+                let (numer, denom) = settings.dash.max_video_framerate;
+                gst::Fraction::new(
+                    numer.min(i32::MAX as u32) as i32,
+                    denom.clamp(1, i32::MAX as u32) as i32,
+                )
+                .to_value()
+            }
+            "presentation-delay" => settings.dash.presentation_delay.to_value(),
             other => unreachable!("unknown property {other}"),
         }
     }
@@ -413,24 +470,25 @@ impl MeshSrc {
                     }
                     State::Stopped => None,
                 };
-                let structure = gst::Structure::builder("mesh-variant-changed")
-                    .field("pad-name", pad_name.unwrap_or_default())
-                    .field("bandwidth", rendition.bandwidth)
-                    .field("uri", rendition.url.as_str())
-                    .field("reason", reason)
-                    .build();
-                gst::info!(CAT, imp = self, "{structure}");
-                let _ = self.obj().post_message(
-                    gst::message::Element::builder(structure)
-                        .src(&*self.obj())
-                        .build(),
-                );
+                self.post_variant_changed(&pad_name.unwrap_or_default(), &rendition, reason);
             }
             SessionEvent::Warning(e) => {
                 gst::element_imp_warning!(self, gst::ResourceError::Read, ("{}", e), ["{:?}", e]);
             }
             SessionEvent::Error(e) => self.post_mesh_error(&e),
         }
+    }
+
+    fn post_variant_changed(&self, pad_name: &str, rendition: &Rendition, reason: &str) {
+        let structure = gst::Structure::builder("mesh-variant-changed")
+            .field("pad-name", pad_name)
+            .field("bandwidth", rendition.bandwidth)
+            .field("uri", rendition.url.as_str())
+            .field("reason", reason)
+            .build();
+        gst::info!(CAT, imp = self, "{structure}");
+        let obj = self.obj();
+        let _ = obj.post_message(gst::message::Element::builder(structure).src(&*obj).build());
     }
 
     /// Adds one internal source and ghost pad per track, then signals no-more-pads.
@@ -475,14 +533,12 @@ impl MeshSrc {
         .build();
 
         let mut outputs = Vec::new();
+        let mut initial_choices = Vec::new();
         for (name, stream, track) in named {
-            let src = StreamSrc::new(
-                &format!("{name}-src"),
-                track,
-                stream,
-                collection.clone(),
-                group_id,
-            );
+            if let Some(rendition) = track.track.renditions.get(track.initial_rendition) {
+                initial_choices.push((name.clone(), rendition.clone()));
+            }
+            let src = StreamSrc::new(&format!("{name}-src"), track, stream, group_id);
             let prefix = name.rsplit_once('_').map_or("video", |(p, _)| p);
             let templ = obj
                 .pad_template(&format!("{prefix}_%02u"))
@@ -534,6 +590,10 @@ impl MeshSrc {
                 .src(&*obj)
                 .build(),
         );
+        // Posted before any pad runs, so it always precedes the data.
+        for (pad_name, rendition) in &initial_choices {
+            self.post_variant_changed(pad_name, rendition, "initial");
+        }
         for output in &outputs {
             let _ = output.src.sync_state_with_parent();
         }

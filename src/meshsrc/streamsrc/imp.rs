@@ -22,7 +22,6 @@ static CAT: LazyLock<gst::DebugCategory> = LazyLock::new(|| {
 /// What the pad announces before its first buffer.
 struct StreamInfo {
     stream: gst::Stream,
-    collection: gst::StreamCollection,
     group_id: gst::GroupId,
     /// Playlist URL, for the caps fallback when typefinding fails.
     uri: String,
@@ -100,7 +99,6 @@ impl StreamSrc {
         &self,
         output: TrackOutput,
         stream: gst::Stream,
-        collection: gst::StreamCollection,
         group_id: gst::GroupId,
     ) {
         let uri = output
@@ -111,7 +109,6 @@ impl StreamSrc {
             .unwrap_or_default();
         *lock(&self.info) = Some(StreamInfo {
             stream,
-            collection,
             group_id,
             uri,
         });
@@ -141,7 +138,7 @@ impl StreamSrc {
         result.map_err(|_| gst::FlowError::Flushing)
     }
 
-    /// Stream-start with our stream, the collection, then caps from the first bytes.
+    /// Stream-start with our stream, then caps from the first bytes.
     fn announce(&self, first: &[u8]) -> Result<(), gst::FlowError> {
         let obj = self.obj();
         let pad = obj.static_pad("src").expect("src pad");
@@ -160,7 +157,10 @@ impl StreamSrc {
             .group_id(info.group_id)
             .build();
         pad.push_event(stream_start);
-        pad.push_event(gst::event::StreamCollection::new(&info.collection));
+        // No stream-collection event on the pad: it carries a container, and the demuxer
+        // downstream forwards a sticky collection as its own, so decodebin3 (playbin3) would
+        // select stream ids that never arrive and stop the pads with not-linked. The
+        // element posts the collection on the bus instead.
 
         let caps = match gst_base::functions::type_find_helper_for_data(Some(&*obj), first) {
             Ok((caps, _)) => caps,

@@ -16,11 +16,10 @@ impl StreamSrc {
         name: &str,
         output: TrackOutput,
         stream: gst::Stream,
-        collection: gst::StreamCollection,
         group_id: gst::GroupId,
     ) -> Self {
         let src: StreamSrc = glib::Object::builder().property("name", name).build();
-        src.imp().configure(output, stream, collection, group_id);
+        src.imp().configure(output, stream, group_id);
         src
     }
 }
