@@ -61,6 +61,13 @@ pub struct Track {
     pub muxed: bool,
 }
 
+impl Track {
+    /// Declared bitrates of the renditions, in manifest order, for ABR.
+    pub fn bandwidths(&self) -> Vec<u64> {
+        self.renditions.iter().map(|r| r.bandwidth).collect()
+    }
+}
+
 #[derive(Debug, Clone, PartialEq)]
 pub struct Presentation {
     pub tracks: Vec<Track>,

@@ -9,7 +9,7 @@ use crate::error::MeshError;
 use crate::fetch::{Delivery, Fetched, HttpConfig};
 use crate::hls::{self, Manifest};
 use crate::model::{
-    MediaTimeline, Rendition, RenditionSource, Resource, Segment, Track, TrackKind,
+    Encryption, MediaTimeline, Rendition, RenditionSource, Resource, Segment, Track, TrackKind,
 };
 use crate::scheduler::{SchedulerConfig, SegmentRequest};
 use bytes::Bytes;
@@ -247,8 +247,9 @@ async fn run_tracks(ctx: &Arc<Context>) -> Result<(), MeshError> {
         let control = Arc::new(TrackControl::default());
         // Only the main track adapts; the element announces this choice with the pads.
         let initial_rendition = if index == 0 {
-            let bandwidths: Vec<u64> = track.renditions.iter().map(|r| r.bandwidth).collect();
-            ctx.config.abr.initial(&bandwidths, track.default_rendition)
+            ctx.config
+                .abr
+                .initial(&track.bandwidths(), track.default_rendition)
         } else {
             track.default_rendition
         };
@@ -344,10 +345,6 @@ impl TrackDriver {
         }
     }
 
-    fn bandwidths(&self) -> Vec<u64> {
-        self.track.renditions.iter().map(|r| r.bandwidth).collect()
-    }
-
     /// The rendition's current segment list: a (re)loaded HLS media playlist or DASH timeline.
     async fn load_timeline(&self) -> Result<MediaTimeline, MeshError> {
         let rendition = &self.track.renditions[self.rendition];
@@ -400,7 +397,7 @@ impl TrackDriver {
     }
 
     async fn run(mut self, preloaded: Option<MediaTimeline>) -> Result<(), MeshError> {
-        let bandwidths = self.bandwidths();
+        let bandwidths = self.track.bandwidths();
         let mut timeline = match preloaded {
             Some(t) => t,
             None => self.load_timeline().await?,
@@ -685,36 +682,33 @@ impl TrackDriver {
         let media = match &segment.encryption {
             None => fetched.bytes,
             Some(enc) => {
-                let key = self.key(&enc.key_url).await?;
-                let mut data = fetched.bytes.to_vec();
-                let len = crypto::decrypt_segment(&key, &enc.iv, &mut data).map_err(|reason| {
-                    MeshError::Decrypt {
-                        url: segment.resource.url.to_string(),
-                        reason,
-                    }
-                })?;
-                data.truncate(len);
-                Bytes::from(data)
+                self.decrypt(enc, &fetched.bytes, &segment.resource.url)
+                    .await?
             }
         };
         // An init section under an AES-128 key is encrypted too (RFC 8216 §4.3.2.5); m3u8-rs
         // loses the tag order, so tell by whether it parses as ISO-BMFF.
         let init = match (init, &segment.encryption) {
             (Some(init), Some(enc)) if !looks_like_bmff(&init) => {
-                let key = self.key(&enc.key_url).await?;
-                let mut data = init.to_vec();
-                let len = crypto::decrypt_segment(&key, &enc.iv, &mut data).map_err(|reason| {
-                    MeshError::Decrypt {
-                        url: segment.resource.url.to_string(),
-                        reason,
-                    }
-                })?;
-                data.truncate(len);
-                Some(Bytes::from(data))
+                Some(self.decrypt(enc, &init, &segment.resource.url).await?)
             }
             (init, _) => init,
         };
         Ok((init, media))
+    }
+
+    /// AES-128-CBC plaintext of `data`, fetched from `url`, with the session's cached key.
+    async fn decrypt(&self, enc: &Encryption, data: &[u8], url: &Url) -> Result<Bytes, MeshError> {
+        let key = self.key(&enc.key_url).await?;
+        let mut plain = data.to_vec();
+        let len = crypto::decrypt_segment(&key, &enc.iv, &mut plain).map_err(|reason| {
+            MeshError::Decrypt {
+                url: url.to_string(),
+                reason,
+            }
+        })?;
+        plain.truncate(len);
+        Ok(Bytes::from(plain))
     }
 
     /// The AES key for `url`, fetched from the origin once per session.

@@ -214,15 +214,18 @@ fn first_base(bases: &[BaseURL]) -> Option<&str> {
         .filter(|b| !b.is_empty())
 }
 
+/// Copies each named optional attribute from `level` where `merged` has none yet.
+macro_rules! inherit {
+    ($merged:ident, $level:ident; $($field:ident),* $(,)?) => {
+        $( if $merged.$field.is_none() { $merged.$field = $level.$field.clone(); } )*
+    };
+}
+
 /// A SegmentTemplate whose missing attributes come from the levels above.
 fn merge_template(levels: &[Option<&SegmentTemplate>]) -> SegmentTemplate {
     let mut merged = SegmentTemplate::default();
     for level in levels.iter().flatten() {
-        macro_rules! inherit {
-            ($($field:ident),*) => { $( if merged.$field.is_none() { merged.$field = level.$field.clone(); } )* };
-        }
-        inherit!(
-            media,
+        inherit!(merged, level; media,
             index,
             initialization,
             startNumber,
@@ -242,10 +245,7 @@ fn merge_template(levels: &[Option<&SegmentTemplate>]) -> SegmentTemplate {
 fn merge_list(levels: &[Option<&SegmentList>]) -> SegmentList {
     let mut merged = SegmentList::default();
     for level in levels.iter().flatten() {
-        macro_rules! inherit {
-            ($($field:ident),*) => { $( if merged.$field.is_none() { merged.$field = level.$field.clone(); } )* };
-        }
-        inherit!(duration, timescale, href, Initialization, SegmentTimeline);
+        inherit!(merged, level; duration, timescale, href, Initialization, SegmentTimeline);
         if merged.segment_urls.is_empty() {
             merged.segment_urls = level.segment_urls.clone();
         }
@@ -256,11 +256,7 @@ fn merge_list(levels: &[Option<&SegmentList>]) -> SegmentList {
 fn merge_base(levels: &[Option<&SegmentBase>]) -> SegmentBase {
     let mut merged = SegmentBase::default();
     for level in levels.iter().flatten() {
-        macro_rules! inherit {
-            ($($field:ident),*) => { $( if merged.$field.is_none() { merged.$field = level.$field.clone(); } )* };
-        }
-        inherit!(
-            timescale,
+        inherit!(merged, level; timescale,
             presentationTimeOffset,
             indexRange,
             availabilityTimeOffset,
