@@ -122,6 +122,7 @@ fn run(args: &Args) -> Result<(), String> {
                 looped: true,
                 end_after: Some(segs),
                 hold_back: None,
+                corrupt: false,
             },
         );
         origin.url("live.m3u8")

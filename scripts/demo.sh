@@ -1,7 +1,10 @@
 #!/usr/bin/env bash
-# The main job, end to end: generates a local HLS stream with hlssink2, serves
-# it on 127.0.0.1 and plays it through `meshsrc ! decodebin ! fakesink`,
-# printing progress. No display needed. Extra arguments go to the example.
+# The main job, end to end: generates a local live HLS stream with hlssink2,
+# serves it on 127.0.0.1 with its segments-sha256.json, starts the bundled
+# WebTorrent tracker and several playbin3 viewers on mesh+http://, and prints
+# every second what share of the bytes came from peers. No display needed and
+# nothing beyond loopback. Extra arguments go to the example
+# (--viewers N, --seconds S).
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "$0")/.." && pwd)"
@@ -12,10 +15,9 @@ export PATH="$ROOT/.tools/bin:$HOME/.cargo/bin:$PATH"
 echo "== Dependencies"
 bash "$ROOT/scripts/setup-deps.sh"
 
-echo "== Build (cargo build --release --example play-local)"
-# Build under the shared lock so it never overlaps another cargo build; the
-# run itself then finds everything up to date.
-flock /tmp/gst-mesh-cargo.lock cargo build --release --example play-local
+echo "== Build (cargo build --release --bins --examples)"
+# Under the shared lock so it never overlaps another cargo build.
+flock /tmp/gst-mesh-cargo.lock cargo build --release --bins --examples
 
-echo "== Demo (cargo run --release --example play-local -- $*)"
-exec cargo run --release --example play-local -- "$@"
+echo "== Demo (target/release/examples/mesh-demo $*)"
+exec "$ROOT/target/release/examples/mesh-demo" "$@"

@@ -3,6 +3,9 @@
 # Idempotent: only missing Debian packages are installed (apt-get update runs
 # once, and only if something is missing); cargo-nextest is installed into the
 # project's own .tools/ only if `cargo nextest` is not already available.
+# The real WebTorrent trackers the tracker tests run against are installed into
+# .tools/ too, each only if missing: bittorrent-tracker (npm, .tools/npm) and
+# aquatic_ws (cargo, .tools/bin).
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "$0")/.." && pwd)"
@@ -26,6 +29,15 @@ PACKAGES=(
   meson
   ninja-build
 )
+
+# Node.js runs bittorrent-tracker in the tracker tests. Node may come from
+# elsewhere than Debian: only ask for Debian's packages when a command is absent.
+if ! command -v node >/dev/null 2>&1; then
+  PACKAGES+=(nodejs)
+fi
+if ! command -v npm >/dev/null 2>&1; then
+  PACKAGES+=(npm)
+fi
 
 SUDO=()
 if [ "$(id -u)" -ne 0 ]; then
@@ -65,4 +77,30 @@ else
       cargo install --locked --root "$ROOT/.tools" cargo-nextest; then
     echo "setup-deps: cargo-nextest install failed; tests will fall back to cargo test" >&2
   fi
+fi
+
+# Cargo installs share one lock with the project's builds when flock exists.
+LOCKED=()
+if command -v flock >/dev/null 2>&1; then
+  LOCKED=(flock /tmp/gst-mesh-cargo.lock)
+fi
+
+if [ -f "$ROOT/.tools/npm/node_modules/bittorrent-tracker/package.json" ]; then
+  echo "setup-deps: bittorrent-tracker present"
+else
+  echo "setup-deps: installing bittorrent-tracker into $ROOT/.tools/npm"
+  mkdir -p "$ROOT/.tools/npm"
+  npm install --prefix "$ROOT/.tools/npm" --ignore-scripts --no-audit --no-fund \
+    bittorrent-tracker@11
+fi
+
+if [ -x "$ROOT/.tools/bin/aquatic_ws" ]; then
+  echo "setup-deps: aquatic_ws present"
+else
+  echo "setup-deps: installing aquatic_ws into $ROOT/.tools (this takes a few minutes)"
+  # Without its default features (Prometheus metrics, mimalloc): the metrics
+  # crate its lock file pins no longer builds with current Rust, and the tests
+  # need neither.
+  "${LOCKED[@]}" cargo install --locked --no-default-features \
+    --root "$ROOT/.tools" aquatic_ws@0.9.0
 fi

@@ -12,8 +12,9 @@ mod clock;
 pub use addressing::{SegmentIndex, parse_sidx};
 pub use clock::{ClockSource, clock_sources, parse_utc_time};
 
+use crate::delivery::Delivery;
 use crate::error::MeshError;
-use crate::fetch::{Delivery, Fetched};
+use crate::fetch::Fetched;
 use crate::model::{
     MediaTimeline, Presentation, Rendition, RenditionSource, Resource, Segment, Track, TrackKind,
 };
@@ -812,6 +813,7 @@ async fn fetch(delivery: &Delivery, resource: Resource) -> Result<Fetched, MeshE
             resource,
             deadline: None,
             retry_not_found: false,
+            share: None,
         })
         .await
 }

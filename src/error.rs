@@ -20,6 +20,10 @@ pub enum MeshError {
     Decrypt { url: String, reason: String },
     #[error("unsupported stream: {0}")]
     Unsupported(String),
+    #[error("tracker {url}: {reason}")]
+    Tracker { url: String, reason: String },
+    #[error("mesh: {0}")]
+    Mesh(String),
     #[error("invalid location {location:?}: {reason}")]
     InvalidLocation { location: String, reason: String },
 }

@@ -1,5 +1,5 @@
-//! gst-mesh: `meshsrc`, an HLS source whose segments come from the CDN through a hybrid
-//! delivery scheduler (peer-to-peer delivery plugs into the same scheduler).
+//! gst-mesh: `meshsrc`, an HLS and MPEG-DASH source whose segments come from the CDN or from
+//! other viewers over WebRTC data channels, chosen by a hybrid sans-IO scheduler.
 //!
 //! Everything but `meshsrc` is plain Rust with no GStreamer types.
 
@@ -8,6 +8,7 @@ use gst::glib;
 pub mod abr;
 pub mod crypto;
 pub mod dash;
+pub mod delivery;
 pub mod error;
 pub mod fetch;
 pub mod hls;

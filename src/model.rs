@@ -156,8 +156,14 @@ impl MediaTimeline {
 
     /// Where live playback starts: the segment containing (end − hold-back).
     pub fn live_start_sequence(&self) -> Option<u64> {
+        self.live_start_sequence_behind(Duration::ZERO)
+    }
+
+    /// Where live playback starts: the hold-back, or `delay` when that is more, behind the
+    /// end of the playlist.
+    pub fn live_start_sequence_behind(&self, delay: Duration) -> Option<u64> {
         let end = self.segments.last().map(|s| s.start + s.duration)?;
-        let target = end.saturating_sub(self.hold_back);
+        let target = end.saturating_sub(self.hold_back.max(delay));
         self.segment_at(target).map(|s| s.sequence)
     }
 }

@@ -1,18 +1,55 @@
-//! The sans-IO delivery scheduler: it decides who serves each segment request and when.
+//! The sans-IO hybrid delivery scheduler: it decides who serves each segment request and when.
 //!
 //! Time is an input (a `Duration` since the session started) and decisions are the output, so
-//! the same code runs under tokio and in simulation. Today the only source is the CDN (HTTP);
-//! the scheduler owns the concurrency cap, the deadline order and the retry policy.
+//! the same code runs under tokio and in the simulator.
+//!
+//! Sources:
+//! - the CDN (HTTP), with a concurrency cap, deadline order and retries with backoff;
+//! - peers of the segment's swarm, for shareable segments with time to spare.
+//!
+//! Policy for a shareable segment:
+//! - within `urgent_window` of its deadline it only comes from the CDN;
+//! - before that, from a peer that announced it (the least busy one);
+//! - while a peer announces it as loading, wait for that peer;
+//! - when nobody has it, one peer of the swarm seeds it from the CDN: each peer waits a
+//!   pseudo-random share of `seed_window` (drawn per segment) and the first to start announces
+//!   it as loading, which holds the others back;
+//! - a peer transfer that stalls, or cannot end `peer_margin` before the deadline, is aborted
+//!   and completed over HTTP from the first missing byte;
+//! - data that fails verification bans the peers that sent it and is fetched again from the
+//!   CDN.
 
 use crate::error::MeshError;
+use crate::mesh::SegmentId;
+use crate::mesh::swarm::InfoHash;
 use crate::model::Resource;
 use std::collections::{BTreeMap, BTreeSet};
+use std::hash::{DefaultHasher, Hash, Hasher};
 use std::time::Duration;
 
 pub type RequestId = u64;
 
+/// A connected peer link (one per peer and swarm), numbered by the I/O layer.
+pub type PeerRef = u64;
+
 /// Scheduler time: elapsed since the session started.
 pub type Time = Duration;
+
+/// Where a shareable segment lives in the mesh.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct ShareKey {
+    pub swarm: InfoHash,
+    pub segment: SegmentId,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Share {
+    pub key: ShareKey,
+    /// Peers may serve it: a published hash can verify their data, or integrity is off.
+    pub from_peers: bool,
+    /// The SHA-256 the origin published for it, when known.
+    pub hash: Option<crate::mesh::integrity::Sha256Hash>,
+}
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct SegmentRequest {
@@ -21,26 +58,62 @@ pub struct SegmentRequest {
     pub deadline: Option<Time>,
     /// Live segments may 404 briefly while the origin catches up: retry those too.
     pub retry_not_found: bool,
+    /// Media segments that peers exchange; None for manifests, keys and hash files.
+    pub share: Option<Share>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct SchedulerConfig {
     pub max_http_transfers: usize,
+    pub max_peer_transfers: usize,
     /// Retries after the first attempt.
     pub max_retries: u32,
     pub initial_backoff: Duration,
     pub max_backoff: Duration,
+    /// Within this of its deadline a segment only comes from the CDN.
+    pub urgent_window: Duration,
+    /// The spread of the draw that picks which peer seeds a segment nobody has.
+    pub seed_window: Duration,
+    /// A peer transfer with no progress for this long is handed to the CDN.
+    pub peer_stall_timeout: Duration,
+    /// A peer transfer must be projected to end this long before the deadline.
+    pub peer_margin: Duration,
+    /// Seeds the per-segment draws; each peer picks its own.
+    pub seed: u64,
+    /// Until this session time, a segment with time to spare waits for peers still being
+    /// found rather than going to the CDN at once (zero without a tracker).
+    pub discovery_grace: Duration,
 }
 
 impl Default for SchedulerConfig {
     fn default() -> Self {
         SchedulerConfig {
             max_http_transfers: 4,
+            max_peer_transfers: 4,
             max_retries: 3,
             initial_backoff: Duration::from_millis(250),
             max_backoff: Duration::from_secs(4),
+            urgent_window: Duration::from_secs(1),
+            seed_window: Duration::from_millis(500),
+            peer_stall_timeout: Duration::from_millis(1500),
+            peer_margin: Duration::from_millis(500),
+            seed: 0,
+            discovery_grace: Duration::ZERO,
         }
     }
+}
+
+/// How a peer transfer ended, as the I/O layer saw it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PeerOutcome {
+    /// Every byte arrived and the segment's hash matched (or integrity is off).
+    Complete,
+    /// The peer does not have the segment.
+    Absent,
+    /// The link failed or the peer broke the protocol; the bytes received so far are kept.
+    Failed,
+    /// The data did not match the published hash; it has been dropped.
+    Corrupt,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -50,31 +123,83 @@ pub enum Input {
         request: SegmentRequest,
     },
     /// The requester no longer wants the result.
-    Cancel { id: RequestId },
-    /// An HTTP transfer the scheduler started has ended.
+    Cancel {
+        id: RequestId,
+    },
+    /// An HTTP transfer the scheduler started has ended. Success means every byte from the
+    /// requested offset arrived (and, after a resumed peer transfer, the whole segment
+    /// verified).
     HttpFinished {
         id: RequestId,
         result: Result<(), MeshError>,
+    },
+    /// The segment assembled from peer and CDN bytes failed verification; it has been dropped.
+    IntegrityFailed {
+        id: RequestId,
+    },
+    PeerConnected {
+        peer: PeerRef,
+        swarm: InfoHash,
+    },
+    PeerDisconnected {
+        peer: PeerRef,
+    },
+    /// A peer's full segment state in its swarm; it replaces the previous one.
+    PeerAnnounced {
+        peer: PeerRef,
+        loaded: Vec<SegmentId>,
+        loading: Vec<SegmentId>,
+    },
+    /// Bytes of the segment now held (from every source so far), and its size once known.
+    PeerProgress {
+        id: RequestId,
+        received: u64,
+        total: Option<u64>,
+    },
+    PeerFinished {
+        id: RequestId,
+        outcome: PeerOutcome,
     },
 }
 
 #[derive(Debug, Clone, PartialEq)]
 pub enum Action {
-    /// Fetch the request's resource over HTTP (attempt 0 is the first try).
-    StartHttp { id: RequestId, attempt: u32 },
-    /// Abort the running transfer of a cancelled request.
+    /// Fetch the request's resource over HTTP from byte `from` (attempt 0 is the first try).
+    StartHttp {
+        id: RequestId,
+        attempt: u32,
+        from: u64,
+    },
+    /// Abort the running HTTP transfer of a cancelled request.
     AbortHttp { id: RequestId },
+    /// Ask `peer` for the segment from byte `from`.
+    StartPeer {
+        id: RequestId,
+        peer: PeerRef,
+        from: u64,
+    },
+    /// Cancel the peer transfer; the bytes received so far are kept.
+    AbortPeer { id: RequestId, peer: PeerRef },
+    /// The peer sent data that failed verification: disconnect it for the session.
+    BanPeer { peer: PeerRef },
     /// Hand the fetched bytes to the requester.
     Deliver { id: RequestId },
     /// Give up and report the error to the requester.
     Fail { id: RequestId, error: MeshError },
 }
 
-#[derive(Debug)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Phase {
     Queued,
-    Running,
+    Http,
     RetryAt(Time),
+    Peer {
+        peer: PeerRef,
+        started: Time,
+        /// Bytes held when this transfer started, to measure its rate.
+        base: u64,
+        last_progress: Time,
+    },
 }
 
 #[derive(Debug)]
@@ -82,122 +207,447 @@ struct Entry {
     request: SegmentRequest,
     attempt: u32,
     phase: Phase,
+    /// Bytes already held, from peers; HTTP resumes from here.
+    received: u64,
+    total: Option<u64>,
+    /// Peers whose bytes are in `received`.
+    contributors: BTreeSet<PeerRef>,
+    /// Peers that failed this request: not asked again.
+    tried: BTreeSet<PeerRef>,
+    /// Peers are off for this request (its peer data failed verification).
+    cdn_only: bool,
+    /// When this peer seeds the segment from the CDN if nobody else has.
+    seed_at: Time,
+}
+
+#[derive(Debug)]
+struct PeerInfo {
+    swarm: InfoHash,
+    loaded: BTreeSet<SegmentId>,
+    loading: BTreeSet<SegmentId>,
+}
+
+/// What a queued request should do now.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Decision {
+    Http,
+    Peer(PeerRef),
+    /// Nothing yet; look again at this time (or when an input arrives).
+    WaitUntil(Time),
 }
 
 #[derive(Debug, Default)]
 pub struct Scheduler {
     config: SchedulerConfig,
     entries: BTreeMap<RequestId, Entry>,
-    running: BTreeSet<RequestId>,
+    http_running: usize,
+    peers: BTreeMap<PeerRef, PeerInfo>,
+}
+
+fn mix(mut x: u64) -> u64 {
+    // splitmix64 finaliser: a cheap, well-spread deterministic hash.
+    x = x.wrapping_add(0x9e37_79b9_7f4a_7c15);
+    x = (x ^ (x >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    x = (x ^ (x >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+    x ^ (x >> 31)
+}
+
+fn hash_of(value: impl Hash) -> u64 {
+    let mut h = DefaultHasher::new();
+    value.hash(&mut h);
+    h.finish()
 }
 
 impl Scheduler {
     pub fn new(config: SchedulerConfig) -> Self {
         Scheduler {
             config,
-            entries: BTreeMap::new(),
-            running: BTreeSet::new(),
+            ..Default::default()
         }
     }
 
+    pub fn config(&self) -> &SchedulerConfig {
+        &self.config
+    }
+
+    /// Transfers running, over HTTP and from peers.
     pub fn in_flight(&self) -> usize {
-        self.running.len()
+        self.http_running + self.peer_running()
+    }
+
+    pub fn peer_running(&self) -> usize {
+        self.entries
+            .values()
+            .filter(|e| matches!(e.phase, Phase::Peer { .. }))
+            .count()
     }
 
     pub fn pending(&self) -> usize {
         self.entries.len()
     }
 
+    pub fn connected_peers(&self) -> usize {
+        self.peers.len()
+    }
+
     pub fn handle(&mut self, now: Time, input: Input) -> Vec<Action> {
         let mut actions = Vec::new();
         match input {
             Input::Submit { id, request } => {
+                let draw = match &request.share {
+                    Some(share) => mix(self.config.seed ^ hash_of(&share.key)),
+                    None => 0,
+                };
+                let seed_at = now
+                    + self
+                        .config
+                        .seed_window
+                        .mul_f64(draw as f64 / u64::MAX as f64);
                 self.entries.insert(
                     id,
                     Entry {
                         request,
                         attempt: 0,
                         phase: Phase::Queued,
+                        received: 0,
+                        total: None,
+                        contributors: BTreeSet::new(),
+                        tried: BTreeSet::new(),
+                        cdn_only: false,
+                        seed_at,
                     },
                 );
             }
             Input::Cancel { id } => {
-                if self.entries.remove(&id).is_some() && self.running.remove(&id) {
-                    actions.push(Action::AbortHttp { id });
-                }
-            }
-            Input::HttpFinished { id, result } => {
-                self.running.remove(&id);
-                if let Some(entry) = self.entries.get_mut(&id) {
-                    match result {
-                        Ok(()) => {
-                            self.entries.remove(&id);
-                            actions.push(Action::Deliver { id });
+                if let Some(entry) = self.entries.remove(&id) {
+                    match entry.phase {
+                        Phase::Http => {
+                            self.http_running -= 1;
+                            actions.push(Action::AbortHttp { id });
                         }
-                        Err(error)
-                            if entry.attempt < self.config.max_retries
-                                && error.is_transient(entry.request.retry_not_found) =>
-                        {
-                            let backoff = self
-                                .config
-                                .initial_backoff
-                                .saturating_mul(1 << entry.attempt.min(16))
-                                .min(self.config.max_backoff);
-                            entry.attempt += 1;
-                            entry.phase = Phase::RetryAt(now + backoff);
-                        }
-                        Err(error) => {
-                            self.entries.remove(&id);
-                            actions.push(Action::Fail { id, error });
-                        }
+                        Phase::Peer { peer, .. } => actions.push(Action::AbortPeer { id, peer }),
+                        _ => {}
                     }
                 }
             }
+            Input::HttpFinished { id, result } => self.http_finished(now, id, result, &mut actions),
+            Input::IntegrityFailed { id } => {
+                if let Some(entry) = self.entries.get_mut(&id) {
+                    if entry.phase == Phase::Http {
+                        self.http_running -= 1;
+                    }
+                    for peer in std::mem::take(&mut entry.contributors) {
+                        actions.push(Action::BanPeer { peer });
+                    }
+                    entry.received = 0;
+                    entry.cdn_only = true;
+                    entry.phase = Phase::Queued;
+                }
+            }
+            Input::PeerConnected { peer, swarm } => {
+                self.peers.insert(
+                    peer,
+                    PeerInfo {
+                        swarm,
+                        loaded: BTreeSet::new(),
+                        loading: BTreeSet::new(),
+                    },
+                );
+            }
+            Input::PeerDisconnected { peer } => {
+                self.peers.remove(&peer);
+                for entry in self.entries.values_mut() {
+                    if matches!(entry.phase, Phase::Peer { peer: p, .. } if p == peer) {
+                        entry.tried.insert(peer);
+                        entry.phase = Phase::Queued;
+                    }
+                }
+            }
+            Input::PeerAnnounced {
+                peer,
+                loaded,
+                loading,
+            } => {
+                if let Some(info) = self.peers.get_mut(&peer) {
+                    info.loaded = loaded.into_iter().collect();
+                    info.loading = loading.into_iter().collect();
+                }
+            }
+            Input::PeerProgress {
+                id,
+                received,
+                total,
+            } => {
+                if let Some(entry) = self.entries.get_mut(&id)
+                    && let Phase::Peer {
+                        ref mut last_progress,
+                        peer,
+                        ..
+                    } = entry.phase
+                {
+                    if received > entry.received {
+                        *last_progress = now;
+                        entry.received = received;
+                        entry.contributors.insert(peer);
+                    }
+                    entry.total = total.or(entry.total);
+                }
+            }
+            Input::PeerFinished { id, outcome } => self.peer_finished(id, outcome, &mut actions),
         }
+        self.check_peer_transfers(now, &mut actions);
         self.start_due(now, &mut actions);
         actions
+    }
+
+    fn http_finished(
+        &mut self,
+        now: Time,
+        id: RequestId,
+        result: Result<(), MeshError>,
+        actions: &mut Vec<Action>,
+    ) {
+        let Some(entry) = self.entries.get_mut(&id) else {
+            return; // cancelled meanwhile
+        };
+        if entry.phase != Phase::Http {
+            return;
+        }
+        self.http_running -= 1;
+        match result {
+            Ok(()) => {
+                self.entries.remove(&id);
+                actions.push(Action::Deliver { id });
+            }
+            Err(error)
+                if entry.attempt < self.config.max_retries
+                    && error.is_transient(entry.request.retry_not_found) =>
+            {
+                let backoff = self
+                    .config
+                    .initial_backoff
+                    .saturating_mul(1 << entry.attempt.min(16))
+                    .min(self.config.max_backoff);
+                entry.attempt += 1;
+                entry.phase = Phase::RetryAt(now + backoff);
+            }
+            Err(error) => {
+                self.entries.remove(&id);
+                actions.push(Action::Fail { id, error });
+            }
+        }
+    }
+
+    fn peer_finished(&mut self, id: RequestId, outcome: PeerOutcome, actions: &mut Vec<Action>) {
+        let Some(entry) = self.entries.get_mut(&id) else {
+            return;
+        };
+        let Phase::Peer { peer, .. } = entry.phase else {
+            return;
+        };
+        match outcome {
+            PeerOutcome::Complete => {
+                self.entries.remove(&id);
+                actions.push(Action::Deliver { id });
+            }
+            PeerOutcome::Absent | PeerOutcome::Failed => {
+                entry.tried.insert(peer);
+                entry.phase = Phase::Queued;
+            }
+            PeerOutcome::Corrupt => {
+                entry.contributors.insert(peer);
+                for peer in std::mem::take(&mut entry.contributors) {
+                    actions.push(Action::BanPeer { peer });
+                }
+                entry.received = 0;
+                entry.cdn_only = true;
+                entry.phase = Phase::Queued;
+            }
+        }
+    }
+
+    /// Hands stalled or too slow peer transfers to the CDN.
+    fn check_peer_transfers(&mut self, now: Time, actions: &mut Vec<Action>) {
+        let config = self.config;
+        for (&id, entry) in self.entries.iter_mut() {
+            let Phase::Peer {
+                peer,
+                started,
+                base,
+                last_progress,
+            } = entry.phase
+            else {
+                continue;
+            };
+            let stalled = now >= last_progress + config.peer_stall_timeout;
+            let late = entry.request.deadline.is_some_and(|deadline| {
+                let limit = deadline.saturating_sub(config.peer_margin);
+                if now >= limit {
+                    return true;
+                }
+                let (Some(total), moved) = (entry.total, entry.received.saturating_sub(base))
+                else {
+                    return false;
+                };
+                let elapsed = now.saturating_sub(started);
+                if moved == 0 || elapsed.is_zero() {
+                    return false;
+                }
+                let remaining = total.saturating_sub(entry.received);
+                let rate = moved as f64 / elapsed.as_secs_f64();
+                now + Duration::from_secs_f64(remaining as f64 / rate) > limit
+            });
+            if stalled || late {
+                actions.push(Action::AbortPeer { id, peer });
+                entry.tried.insert(peer);
+                // Too late for another peer: the CDN completes it.
+                entry.cdn_only = true;
+                entry.phase = Phase::Queued;
+            }
+        }
     }
 
     /// Acts on timers that are due.
     pub fn poll(&mut self, now: Time) -> Vec<Action> {
         let mut actions = Vec::new();
+        self.check_peer_transfers(now, &mut actions);
         self.start_due(now, &mut actions);
         actions
     }
 
     /// When `poll` next has something to do, if ever.
-    pub fn next_wakeup(&self) -> Option<Time> {
+    pub fn next_wakeup(&self, now: Time) -> Option<Time> {
         self.entries
             .values()
             .filter_map(|e| match e.phase {
                 Phase::RetryAt(t) => Some(t),
-                _ => None,
+                Phase::Queued => match self.decide(now, e) {
+                    Decision::WaitUntil(t) => Some(t),
+                    // Waiting for a peer slot: the CDN takes over at the urgent time.
+                    Decision::Peer(_) => e
+                        .request
+                        .deadline
+                        .map(|d| d.saturating_sub(self.config.urgent_window)),
+                    // Waiting for an HTTP slot: only an input frees it.
+                    Decision::Http => None,
+                },
+                Phase::Peer {
+                    last_progress,
+                    started,
+                    ..
+                } => {
+                    let stall = last_progress.max(started) + self.config.peer_stall_timeout;
+                    let late = e
+                        .request
+                        .deadline
+                        .map(|d| d.saturating_sub(self.config.peer_margin));
+                    Some(late.map_or(stall, |l| l.min(stall)))
+                }
+                Phase::Http => None,
             })
             .min()
     }
 
-    /// Starts the most urgent ready requests while HTTP slots are free.
-    fn start_due(&mut self, now: Time, actions: &mut Vec<Action>) {
-        while self.running.len() < self.config.max_http_transfers {
-            let next = self
-                .entries
+    fn peer_active(&self, peer: PeerRef) -> usize {
+        self.entries
+            .values()
+            .filter(|e| matches!(e.phase, Phase::Peer { peer: p, .. } if p == peer))
+            .count()
+    }
+
+    fn decide(&self, now: Time, entry: &Entry) -> Decision {
+        let (Some(share), Some(deadline)) = (&entry.request.share, entry.request.deadline) else {
+            return Decision::Http;
+        };
+        if !share.from_peers || entry.cdn_only {
+            return Decision::Http;
+        }
+        let urgent_at = deadline.saturating_sub(self.config.urgent_window);
+        if now >= urgent_at {
+            return Decision::Http;
+        }
+        let key = &share.key;
+        let swarm_peers = || {
+            self.peers
                 .iter()
-                .filter(|(_, e)| match e.phase {
-                    Phase::Queued => true,
-                    Phase::RetryAt(t) => t <= now,
-                    Phase::Running => false,
-                })
-                // Requests without deadline are needed now; then earliest deadline; then FIFO.
-                .min_by_key(|(id, e)| (e.request.deadline.unwrap_or(Duration::ZERO), **id))
-                .map(|(id, _)| *id);
-            let Some(id) = next else { break };
-            let entry = self.entries.get_mut(&id).expect("entry just found");
-            entry.phase = Phase::Running;
-            self.running.insert(id);
-            actions.push(Action::StartHttp {
-                id,
-                attempt: entry.attempt,
-            });
+                .filter(move |(_, info)| info.swarm == key.swarm)
+        };
+        let holder = swarm_peers()
+            .filter(|(p, info)| info.loaded.contains(&key.segment) && !entry.tried.contains(p))
+            .min_by_key(|(p, _)| (self.peer_active(**p), mix(self.config.seed ^ **p)))
+            .map(|(p, _)| *p);
+        if let Some(peer) = holder {
+            return Decision::Peer(peer);
+        }
+        let someone_loading = swarm_peers()
+            .any(|(p, info)| info.loading.contains(&key.segment) && !entry.tried.contains(p));
+        if someone_loading {
+            return Decision::WaitUntil(urgent_at);
+        }
+        if swarm_peers().next().is_none() {
+            // Nobody to wait for, unless peers are still being found.
+            return if now < self.config.discovery_grace {
+                Decision::WaitUntil(self.config.discovery_grace.min(urgent_at))
+            } else {
+                Decision::Http
+            };
+        }
+        if now >= entry.seed_at {
+            // This peer drew the earliest seeding slot.
+            return Decision::Http;
+        }
+        Decision::WaitUntil(entry.seed_at.min(urgent_at))
+    }
+
+    /// Starts the most urgent ready requests while slots are free.
+    fn start_due(&mut self, now: Time, actions: &mut Vec<Action>) {
+        let mut ready: Vec<(Duration, RequestId)> = self
+            .entries
+            .iter()
+            .filter(|(_, e)| match e.phase {
+                Phase::Queued => true,
+                Phase::RetryAt(t) => t <= now,
+                _ => false,
+            })
+            // Requests without deadline are needed now; then earliest deadline; then FIFO.
+            .map(|(id, e)| (e.request.deadline.unwrap_or(Duration::ZERO), *id))
+            .collect();
+        ready.sort_unstable();
+        let mut peer_running = self.peer_running();
+        for (_, id) in ready {
+            let entry = &self.entries[&id];
+            match self.decide(now, entry) {
+                Decision::Http if self.http_running < self.config.max_http_transfers => {
+                    let entry = self.entries.get_mut(&id).expect("entry just found");
+                    entry.phase = Phase::Http;
+                    self.http_running += 1;
+                    actions.push(Action::StartHttp {
+                        id,
+                        attempt: entry.attempt,
+                        from: entry.received,
+                    });
+                }
+                Decision::Peer(peer) if peer_running < self.config.max_peer_transfers => {
+                    let entry = self.entries.get_mut(&id).expect("entry just found");
+                    entry.phase = Phase::Peer {
+                        peer,
+                        started: now,
+                        base: entry.received,
+                        last_progress: now,
+                    };
+                    peer_running += 1;
+                    actions.push(Action::StartPeer {
+                        id,
+                        peer,
+                        from: entry.received,
+                    });
+                }
+                Decision::Http | Decision::Peer(_) | Decision::WaitUntil(_) => {
+                    // A retry that is due but has to wait for a slot goes back in the queue.
+                    let entry = self.entries.get_mut(&id).expect("entry just found");
+                    entry.phase = Phase::Queued;
+                }
+            }
         }
     }
 }
@@ -215,6 +665,7 @@ mod tests {
             },
             deadline: deadline_s.map(Duration::from_secs),
             retry_not_found: false,
+            share: None,
         }
     }
 
@@ -241,7 +692,11 @@ mod tests {
                     request: request(Some(30))
                 }
             ),
-            vec![Action::StartHttp { id: 1, attempt: 0 }]
+            vec![Action::StartHttp {
+                id: 1,
+                attempt: 0,
+                from: 0
+            }]
         );
         assert_eq!(
             s.handle(
@@ -251,7 +706,11 @@ mod tests {
                     request: request(Some(20))
                 }
             ),
-            vec![Action::StartHttp { id: 2, attempt: 0 }]
+            vec![Action::StartHttp {
+                id: 2,
+                attempt: 0,
+                from: 0
+            }]
         );
         assert!(
             s.handle(
@@ -285,7 +744,11 @@ mod tests {
             a,
             vec![
                 Action::Deliver { id: 1 },
-                Action::StartHttp { id: 4, attempt: 0 }
+                Action::StartHttp {
+                    id: 4,
+                    attempt: 0,
+                    from: 0
+                }
             ]
         );
         let a = s.handle(T0, Input::Cancel { id: 3 });
@@ -316,10 +779,17 @@ mod tests {
                 )
                 .is_empty()
             );
-            let wake = s.next_wakeup().unwrap();
+            let wake = s.next_wakeup(now).unwrap();
             waits.push(wake - now);
             assert!(s.poll(wake - Duration::from_millis(1)).is_empty());
-            assert_eq!(s.poll(wake), vec![Action::StartHttp { id: 7, attempt }]);
+            assert_eq!(
+                s.poll(wake),
+                vec![Action::StartHttp {
+                    id: 7,
+                    attempt,
+                    from: 0
+                }]
+            );
             now = wake;
         }
         assert_eq!(waits, [250, 500, 1000].map(Duration::from_millis));
@@ -338,7 +808,7 @@ mod tests {
             }]
         );
         assert_eq!(s.pending(), 0);
-        assert_eq!(s.next_wakeup(), None);
+        assert_eq!(s.next_wakeup(now), None);
     }
 
     #[test]
@@ -387,7 +857,7 @@ mod tests {
             )
             .is_empty()
         );
-        assert_eq!(s.next_wakeup(), Some(Duration::from_millis(250)));
+        assert_eq!(s.next_wakeup(T0), Some(Duration::from_millis(250)));
     }
 
     #[test]
@@ -415,7 +885,11 @@ mod tests {
             a,
             vec![
                 Action::AbortHttp { id: 1 },
-                Action::StartHttp { id: 2, attempt: 0 }
+                Action::StartHttp {
+                    id: 2,
+                    attempt: 0,
+                    from: 0
+                }
             ]
         );
         // A late completion of the aborted transfer is ignored.
@@ -429,5 +903,726 @@ mod tests {
             )
             .is_empty()
         );
+    }
+
+    // ---- peers -------------------------------------------------------------------------
+
+    const SWARM: &str = "0123456789abcdef0123";
+    const MS: fn(u64) -> Duration = Duration::from_millis;
+
+    fn swarm() -> InfoHash {
+        InfoHash::parse(SWARM).unwrap()
+    }
+
+    fn shared(segment: SegmentId, deadline_ms: u64) -> SegmentRequest {
+        SegmentRequest {
+            share: Some(Share {
+                key: ShareKey {
+                    swarm: swarm(),
+                    segment,
+                },
+                from_peers: true,
+                hash: None,
+            }),
+            deadline: Some(MS(deadline_ms)),
+            ..request(None)
+        }
+    }
+
+    fn with_peers(config: SchedulerConfig, peers: &[PeerRef]) -> Scheduler {
+        let mut s = Scheduler::new(config);
+        for &peer in peers {
+            s.handle(
+                T0,
+                Input::PeerConnected {
+                    peer,
+                    swarm: swarm(),
+                },
+            );
+        }
+        s
+    }
+
+    fn announce(
+        s: &mut Scheduler,
+        now: Time,
+        peer: PeerRef,
+        loaded: &[i64],
+        loading: &[i64],
+    ) -> Vec<Action> {
+        s.handle(
+            now,
+            Input::PeerAnnounced {
+                peer,
+                loaded: loaded.to_vec(),
+                loading: loading.to_vec(),
+            },
+        )
+    }
+
+    fn submit(s: &mut Scheduler, now: Time, id: RequestId, request: SegmentRequest) -> Vec<Action> {
+        s.handle(now, Input::Submit { id, request })
+    }
+
+    #[test]
+    fn shareable_segment_without_peers_goes_to_the_cdn_at_once() {
+        let mut s = Scheduler::new(SchedulerConfig::default());
+        assert_eq!(
+            submit(&mut s, T0, 1, shared(5, 10_000)),
+            vec![Action::StartHttp {
+                id: 1,
+                attempt: 0,
+                from: 0
+            }]
+        );
+    }
+
+    #[test]
+    fn while_peers_are_being_found_a_segment_with_time_to_spare_waits_for_them() {
+        let config = SchedulerConfig {
+            discovery_grace: MS(3_000),
+            // No seeding draw fires inside this test.
+            seed_window: MS(60_000),
+            ..Default::default()
+        };
+        let mut s = Scheduler::new(config);
+        // Urgent at 1.5 s, before the grace ends: wait until then, then the CDN.
+        assert!(submit(&mut s, T0, 1, shared(5, 2_500)).is_empty());
+        assert_eq!(s.next_wakeup(T0), Some(MS(1_500)));
+        // A peer that turns up with the segment serves it.
+        assert!(submit(&mut s, T0, 2, shared(6, 10_000)).is_empty());
+        s.handle(
+            MS(400),
+            Input::PeerConnected {
+                peer: 10,
+                swarm: swarm(),
+            },
+        );
+        assert_eq!(
+            announce(&mut s, MS(500), 10, &[6], &[]),
+            vec![Action::StartPeer {
+                id: 2,
+                peer: 10,
+                from: 0
+            }]
+        );
+        s.handle(MS(600), Input::PeerDisconnected { peer: 10 });
+        assert_eq!(
+            s.poll(MS(1_500)),
+            vec![Action::StartHttp {
+                id: 1,
+                attempt: 0,
+                from: 0
+            }]
+        );
+        // After the grace, a lone viewer goes straight to the CDN, for the request left
+        // waiting too.
+        assert_eq!(
+            submit(&mut s, MS(3_000), 3, shared(7, 20_000)),
+            vec![
+                Action::StartHttp {
+                    id: 2,
+                    attempt: 0,
+                    from: 0
+                },
+                Action::StartHttp {
+                    id: 3,
+                    attempt: 0,
+                    from: 0
+                }
+            ]
+        );
+    }
+
+    #[test]
+    fn a_peer_that_holds_the_segment_serves_it() {
+        let mut s = with_peers(SchedulerConfig::default(), &[10]);
+        announce(&mut s, T0, 10, &[4, 5], &[]);
+        assert_eq!(
+            submit(&mut s, T0, 1, shared(5, 10_000)),
+            vec![Action::StartPeer {
+                id: 1,
+                peer: 10,
+                from: 0
+            }]
+        );
+        assert_eq!(s.in_flight(), 1);
+        let a = s.handle(
+            MS(50),
+            Input::PeerFinished {
+                id: 1,
+                outcome: PeerOutcome::Complete,
+            },
+        );
+        assert_eq!(a, vec![Action::Deliver { id: 1 }]);
+        assert_eq!(s.pending(), 0);
+    }
+
+    #[test]
+    fn the_urgent_window_is_served_by_the_cdn_even_when_a_peer_holds_it() {
+        let mut s = with_peers(SchedulerConfig::default(), &[10]);
+        announce(&mut s, T0, 10, &[5], &[]);
+        // Deadline 0.8 s away, inside the 1 s urgent window.
+        assert_eq!(
+            submit(&mut s, T0, 1, shared(5, 800)),
+            vec![Action::StartHttp {
+                id: 1,
+                attempt: 0,
+                from: 0
+            }]
+        );
+    }
+
+    #[test]
+    fn the_least_busy_holder_is_chosen_and_peer_transfers_are_capped() {
+        let config = SchedulerConfig {
+            max_peer_transfers: 2,
+            ..Default::default()
+        };
+        let mut s = with_peers(config, &[10, 11]);
+        announce(&mut s, T0, 10, &[1, 2, 3], &[]);
+        announce(&mut s, T0, 11, &[1, 2, 3], &[]);
+        let first = submit(&mut s, T0, 1, shared(1, 10_000));
+        let second = submit(&mut s, T0, 2, shared(2, 10_000));
+        let peer_of = |a: &[Action]| match a {
+            [Action::StartPeer { peer, .. }] => *peer,
+            other => panic!("expected one StartPeer, got {other:?}"),
+        };
+        let (p1, p2) = (peer_of(&first), peer_of(&second));
+        assert_ne!(p1, p2, "the second request goes to the idle peer");
+        assert!(
+            submit(&mut s, T0, 3, shared(3, 10_000)).is_empty(),
+            "cap of 2 reached"
+        );
+        // The next timer is the stall check of the running transfers (1.5 s), before the
+        // third request's urgent time (9 s).
+        assert_eq!(s.next_wakeup(T0), Some(MS(1_500)));
+        let a = s.handle(
+            MS(10),
+            Input::PeerFinished {
+                id: 1,
+                outcome: PeerOutcome::Complete,
+            },
+        );
+        assert_eq!(
+            a,
+            vec![
+                Action::Deliver { id: 1 },
+                Action::StartPeer {
+                    id: 3,
+                    peer: p1,
+                    from: 0
+                }
+            ]
+        );
+    }
+
+    #[test]
+    fn a_queued_request_waiting_for_a_peer_slot_falls_back_to_the_cdn_when_urgent() {
+        let config = SchedulerConfig {
+            max_peer_transfers: 1,
+            ..Default::default()
+        };
+        let mut s = with_peers(config, &[10]);
+        announce(&mut s, T0, 10, &[1, 2], &[]);
+        submit(&mut s, T0, 1, shared(1, 60_000));
+        assert!(submit(&mut s, T0, 2, shared(2, 5_000)).is_empty());
+        // Progress keeps transfer 1 alive; request 2 turns urgent at 4 s.
+        for ms in (500..4_000).step_by(500) {
+            s.handle(
+                MS(ms),
+                Input::PeerProgress {
+                    id: 1,
+                    received: ms * 100,
+                    total: Some(1 << 20),
+                },
+            );
+        }
+        assert_eq!(s.next_wakeup(MS(3_500)), Some(MS(4_000)));
+        assert_eq!(
+            s.poll(MS(4_000)),
+            vec![Action::StartHttp {
+                id: 2,
+                attempt: 0,
+                from: 0
+            }]
+        );
+    }
+
+    #[test]
+    fn nobody_has_it_so_the_seed_draw_decides_when_to_fetch_from_the_cdn() {
+        let config = SchedulerConfig {
+            seed: 42,
+            ..Default::default()
+        };
+        let mut s = with_peers(config, &[10]);
+        assert!(submit(&mut s, T0, 1, shared(7, 10_000)).is_empty());
+        let seed_at = s.next_wakeup(T0).expect("a seeding time");
+        assert!(
+            seed_at < config.seed_window,
+            "drawn inside the window: {seed_at:?}"
+        );
+        assert!(s.poll(seed_at.saturating_sub(MS(1))).is_empty());
+        assert_eq!(
+            s.poll(seed_at),
+            vec![Action::StartHttp {
+                id: 1,
+                attempt: 0,
+                from: 0
+            }]
+        );
+    }
+
+    #[test]
+    fn a_peer_loading_the_segment_holds_us_back_until_it_has_it() {
+        let mut s = with_peers(SchedulerConfig::default(), &[10]);
+        announce(&mut s, T0, 10, &[], &[7]);
+        assert!(submit(&mut s, T0, 1, shared(7, 10_000)).is_empty());
+        // Loading elsewhere: wait up to the urgent time (9 s), not the seed draw.
+        assert_eq!(s.next_wakeup(T0), Some(MS(9_000)));
+        assert!(s.poll(MS(1_000)).is_empty());
+        assert_eq!(
+            announce(&mut s, MS(1_200), 10, &[7], &[]),
+            vec![Action::StartPeer {
+                id: 1,
+                peer: 10,
+                from: 0
+            }]
+        );
+    }
+
+    #[test]
+    fn a_loading_peer_that_never_finishes_leaves_it_to_the_cdn_at_the_urgent_time() {
+        let mut s = with_peers(SchedulerConfig::default(), &[10]);
+        announce(&mut s, T0, 10, &[], &[7]);
+        submit(&mut s, T0, 1, shared(7, 10_000));
+        assert!(s.poll(MS(8_999)).is_empty());
+        assert_eq!(
+            s.poll(MS(9_000)),
+            vec![Action::StartHttp {
+                id: 1,
+                attempt: 0,
+                from: 0
+            }]
+        );
+    }
+
+    #[test]
+    fn a_stalled_peer_transfer_is_completed_over_http_from_the_first_missing_byte() {
+        let mut s = with_peers(SchedulerConfig::default(), &[10]);
+        announce(&mut s, T0, 10, &[7], &[]);
+        submit(&mut s, T0, 1, shared(7, 20_000));
+        s.handle(
+            MS(100),
+            Input::PeerProgress {
+                id: 1,
+                received: 48_000,
+                total: Some(100_000),
+            },
+        );
+        assert_eq!(s.next_wakeup(MS(100)), Some(MS(1_600)));
+        assert!(s.poll(MS(1_599)).is_empty());
+        assert_eq!(
+            s.poll(MS(1_600)),
+            vec![
+                Action::AbortPeer { id: 1, peer: 10 },
+                Action::StartHttp {
+                    id: 1,
+                    attempt: 0,
+                    from: 48_000
+                }
+            ]
+        );
+        // A late completion from the aborted peer is ignored.
+        assert!(
+            s.handle(
+                MS(1_700),
+                Input::PeerFinished {
+                    id: 1,
+                    outcome: PeerOutcome::Complete
+                }
+            )
+            .is_empty()
+        );
+        assert_eq!(
+            s.handle(
+                MS(1_800),
+                Input::HttpFinished {
+                    id: 1,
+                    result: Ok(())
+                }
+            ),
+            vec![Action::Deliver { id: 1 }]
+        );
+    }
+
+    #[test]
+    fn a_peer_transfer_projected_to_miss_the_deadline_is_handed_to_the_cdn() {
+        let mut s = with_peers(SchedulerConfig::default(), &[10]);
+        announce(&mut s, T0, 10, &[7], &[]);
+        submit(&mut s, T0, 1, shared(7, 4_000));
+        // 10 kB in 1 s with 990 kB left: it would end long after 3.5 s.
+        let a = s.handle(
+            MS(1_000),
+            Input::PeerProgress {
+                id: 1,
+                received: 10_000,
+                total: Some(1_000_000),
+            },
+        );
+        assert_eq!(
+            a,
+            vec![
+                Action::AbortPeer { id: 1, peer: 10 },
+                Action::StartHttp {
+                    id: 1,
+                    attempt: 0,
+                    from: 10_000
+                }
+            ]
+        );
+    }
+
+    #[test]
+    fn a_fast_peer_transfer_is_left_alone() {
+        let mut s = with_peers(SchedulerConfig::default(), &[10]);
+        announce(&mut s, T0, 10, &[7], &[]);
+        submit(&mut s, T0, 1, shared(7, 4_000));
+        let a = s.handle(
+            MS(100),
+            Input::PeerProgress {
+                id: 1,
+                received: 500_000,
+                total: Some(1_000_000),
+            },
+        );
+        assert!(a.is_empty());
+    }
+
+    #[test]
+    fn a_peer_leaving_mid_transfer_is_resumed_from_another_holder() {
+        let mut s = with_peers(SchedulerConfig::default(), &[10, 11]);
+        announce(&mut s, T0, 10, &[7], &[]);
+        let first = submit(&mut s, T0, 1, shared(7, 20_000));
+        assert_eq!(
+            first,
+            vec![Action::StartPeer {
+                id: 1,
+                peer: 10,
+                from: 0
+            }]
+        );
+        announce(&mut s, T0, 11, &[7], &[]);
+        s.handle(
+            MS(100),
+            Input::PeerProgress {
+                id: 1,
+                received: 30_000,
+                total: Some(90_000),
+            },
+        );
+        assert_eq!(
+            s.handle(MS(200), Input::PeerDisconnected { peer: 10 }),
+            vec![Action::StartPeer {
+                id: 1,
+                peer: 11,
+                from: 30_000
+            }]
+        );
+    }
+
+    #[test]
+    fn a_peer_killed_mid_transfer_is_completed_over_http_from_the_first_missing_byte() {
+        let mut s = with_peers(SchedulerConfig::default(), &[10]);
+        announce(&mut s, T0, 10, &[7], &[]);
+        submit(&mut s, T0, 1, shared(7, 3_000));
+        s.handle(
+            MS(300),
+            Input::PeerProgress {
+                id: 1,
+                received: 40_000,
+                total: Some(100_000),
+            },
+        );
+        // The only holder vanishes; the deadline leaves no time to look for another.
+        assert_eq!(
+            s.handle(MS(2_100), Input::PeerDisconnected { peer: 10 }),
+            vec![Action::StartHttp {
+                id: 1,
+                attempt: 0,
+                from: 40_000
+            }]
+        );
+    }
+
+    #[test]
+    fn absent_answers_try_the_next_peer_then_the_cdn() {
+        let mut s = with_peers(SchedulerConfig::default(), &[10, 11]);
+        announce(&mut s, T0, 10, &[7], &[]);
+        announce(&mut s, T0, 11, &[7], &[]);
+        let a = submit(&mut s, T0, 1, shared(7, 20_000));
+        let Action::StartPeer { peer: first, .. } = a[0] else {
+            panic!("{a:?}")
+        };
+        let a = s.handle(
+            MS(10),
+            Input::PeerFinished {
+                id: 1,
+                outcome: PeerOutcome::Absent,
+            },
+        );
+        let Action::StartPeer { peer: second, .. } = a[0] else {
+            panic!("{a:?}")
+        };
+        assert_ne!(first, second);
+        // Both tried and nobody else has it: the seed draw applies, at most 0.5 s later.
+        assert!(
+            s.handle(
+                MS(20),
+                Input::PeerFinished {
+                    id: 1,
+                    outcome: PeerOutcome::Absent
+                }
+            )
+            .is_empty()
+        );
+        assert_eq!(
+            s.poll(MS(1_020)),
+            vec![Action::StartHttp {
+                id: 1,
+                attempt: 0,
+                from: 0
+            }]
+        );
+    }
+
+    #[test]
+    fn corrupt_peer_data_bans_the_peer_and_refetches_everything_from_the_cdn() {
+        let mut s = with_peers(SchedulerConfig::default(), &[10, 11]);
+        announce(&mut s, T0, 10, &[7], &[]);
+        announce(&mut s, T0, 11, &[7], &[]);
+        let a = submit(&mut s, T0, 1, shared(7, 20_000));
+        let Action::StartPeer { peer, .. } = a[0] else {
+            panic!("{a:?}")
+        };
+        s.handle(
+            MS(10),
+            Input::PeerProgress {
+                id: 1,
+                received: 90_000,
+                total: Some(90_000),
+            },
+        );
+        assert_eq!(
+            s.handle(
+                MS(20),
+                Input::PeerFinished {
+                    id: 1,
+                    outcome: PeerOutcome::Corrupt
+                }
+            ),
+            vec![
+                Action::BanPeer { peer },
+                Action::StartHttp {
+                    id: 1,
+                    attempt: 0,
+                    from: 0
+                }
+            ]
+        );
+    }
+
+    #[test]
+    fn a_resumed_segment_that_fails_verification_bans_every_contributor() {
+        let mut s = with_peers(SchedulerConfig::default(), &[10, 11]);
+        announce(&mut s, T0, 10, &[7], &[]);
+        submit(&mut s, T0, 1, shared(7, 20_000));
+        s.handle(
+            MS(10),
+            Input::PeerProgress {
+                id: 1,
+                received: 1_000,
+                total: Some(9_000),
+            },
+        );
+        announce(&mut s, MS(10), 11, &[7], &[]);
+        s.handle(
+            MS(20),
+            Input::PeerFinished {
+                id: 1,
+                outcome: PeerOutcome::Failed,
+            },
+        );
+        s.handle(
+            MS(30),
+            Input::PeerProgress {
+                id: 1,
+                received: 2_000,
+                total: Some(9_000),
+            },
+        );
+        let a = s.poll(MS(2_030));
+        assert_eq!(
+            a,
+            vec![
+                Action::AbortPeer { id: 1, peer: 11 },
+                Action::StartHttp {
+                    id: 1,
+                    attempt: 0,
+                    from: 2_000
+                }
+            ]
+        );
+        assert_eq!(
+            s.handle(MS(2_100), Input::IntegrityFailed { id: 1 }),
+            vec![
+                Action::BanPeer { peer: 10 },
+                Action::BanPeer { peer: 11 },
+                Action::StartHttp {
+                    id: 1,
+                    attempt: 0,
+                    from: 0
+                }
+            ]
+        );
+    }
+
+    #[test]
+    fn cancelling_a_peer_transfer_cancels_it_at_the_peer() {
+        let mut s = with_peers(SchedulerConfig::default(), &[10]);
+        announce(&mut s, T0, 10, &[7], &[]);
+        submit(&mut s, T0, 1, shared(7, 20_000));
+        assert_eq!(
+            s.handle(MS(5), Input::Cancel { id: 1 }),
+            vec![Action::AbortPeer { id: 1, peer: 10 }]
+        );
+        assert_eq!(s.in_flight(), 0);
+    }
+
+    #[test]
+    fn peers_of_another_swarm_are_not_asked() {
+        let mut s = Scheduler::new(SchedulerConfig::default());
+        s.handle(
+            T0,
+            Input::PeerConnected {
+                peer: 10,
+                swarm: InfoHash::parse("ffffffffffffffffffff").unwrap(),
+            },
+        );
+        announce(&mut s, T0, 10, &[7], &[]);
+        assert_eq!(
+            submit(&mut s, T0, 1, shared(7, 20_000)),
+            vec![Action::StartHttp {
+                id: 1,
+                attempt: 0,
+                from: 0
+            }]
+        );
+    }
+
+    #[test]
+    fn segments_peers_may_not_serve_go_to_the_cdn() {
+        let mut s = with_peers(SchedulerConfig::default(), &[10]);
+        announce(&mut s, T0, 10, &[7], &[]);
+        let mut request = shared(7, 20_000);
+        request.share.as_mut().unwrap().from_peers = false;
+        assert_eq!(
+            submit(&mut s, T0, 1, request),
+            vec![Action::StartHttp {
+                id: 1,
+                attempt: 0,
+                from: 0
+            }]
+        );
+    }
+
+    fn is_pending(node: &Scheduler, id: RequestId) -> bool {
+        node.entries.contains_key(&id)
+    }
+
+    /// Six schedulers in one swarm with instant links, each seeing every new live segment at
+    /// a different moment: each segment leaves the CDN exactly once, because the first seeder
+    /// announces it as loading and the others wait for it, then fetch it from peers.
+    #[test]
+    fn a_swarm_of_six_fetches_each_new_segment_from_the_cdn_once() {
+        const PEERS: usize = 6;
+        const SEGMENTS: i64 = 30;
+        let mut nodes: Vec<Scheduler> = (0..PEERS)
+            .map(|me| {
+                let others: Vec<PeerRef> = (0..PEERS as u64).filter(|p| *p != me as u64).collect();
+                let config = SchedulerConfig {
+                    seed: 1000 + me as u64,
+                    ..Default::default()
+                };
+                with_peers(config, &others)
+            })
+            .collect();
+        let mut loaded = vec![Vec::<i64>::new(); PEERS];
+        let mut loading = vec![Vec::<i64>::new(); PEERS];
+        let (mut cdn, mut p2p) = (0, 0);
+        let mut now = T0;
+        for segment in 0..SEGMENTS {
+            let id = segment as RequestId;
+            let t0 = MS(segment as u64 * 2_000);
+            let deadline = t0.as_millis() as u64 + 6_000;
+            let mut submits: Vec<(Time, usize)> = (0..PEERS)
+                .map(|me| (t0 + MS(150 * me as u64), me))
+                .collect();
+            loop {
+                let next_submit = submits.first().copied();
+                let next_wake = (0..PEERS)
+                    .filter_map(|i| nodes[i].next_wakeup(now).map(|t| (t, i)))
+                    .min();
+                let (at, node, actions) = match (next_submit, next_wake) {
+                    (Some((ts, i)), wake) if wake.is_none_or(|(tw, _)| ts <= tw) => {
+                        submits.remove(0);
+                        let a = submit(&mut nodes[i], ts, id, shared(segment, deadline));
+                        (ts, i, a)
+                    }
+                    (_, Some((tw, i))) => (tw, i, nodes[i].poll(tw)),
+                    _ => break,
+                };
+                now = at;
+                let mut work: Vec<(usize, Action)> =
+                    actions.into_iter().map(|a| (node, a)).collect();
+                while let Some((i, action)) = work.pop() {
+                    let follow = match action {
+                        Action::StartHttp { .. } => {
+                            cdn += 1;
+                            loading[i].push(segment);
+                            Some(Input::HttpFinished { id, result: Ok(()) })
+                        }
+                        Action::StartPeer { .. } => {
+                            p2p += 1;
+                            Some(Input::PeerFinished {
+                                id,
+                                outcome: PeerOutcome::Complete,
+                            })
+                        }
+                        Action::Deliver { .. } => {
+                            loading[i].retain(|s| *s != segment);
+                            loaded[i].push(segment);
+                            None
+                        }
+                        other => panic!("unexpected {other:?}"),
+                    };
+                    // Every change of state reaches the other nodes at once.
+                    for j in (0..PEERS).filter(|j| *j != i) {
+                        let announced = Input::PeerAnnounced {
+                            peer: i as PeerRef,
+                            loaded: loaded[i].clone(),
+                            loading: loading[i].clone(),
+                        };
+                        work.extend(nodes[j].handle(now, announced).into_iter().map(|a| (j, a)));
+                    }
+                    if let Some(input) = follow {
+                        work.extend(nodes[i].handle(now, input).into_iter().map(|a| (i, a)));
+                    }
+                }
+            }
+            assert!(nodes.iter().all(|n| !is_pending(n, id)));
+        }
+        assert_eq!(cdn, SEGMENTS);
+        assert_eq!(p2p, SEGMENTS * (PEERS as i64 - 1));
     }
 }

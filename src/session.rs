@@ -5,13 +5,16 @@
 use crate::abr::{AbrConfig, ThroughputEstimator};
 use crate::crypto;
 use crate::dash;
+use crate::delivery::{Delivery, MeshConfig, MeshStats, StatsSnapshot};
 use crate::error::MeshError;
-use crate::fetch::{Delivery, Fetched, HttpConfig};
+use crate::fetch::{Fetched, HttpConfig};
 use crate::hls::{self, Manifest};
+use crate::mesh::integrity::{SegmentHashes, Sha256Hash};
+use crate::mesh::swarm::Swarm;
 use crate::model::{
     Encryption, MediaTimeline, Rendition, RenditionSource, Resource, Segment, Track, TrackKind,
 };
-use crate::scheduler::{SchedulerConfig, SegmentRequest};
+use crate::scheduler::{SchedulerConfig, SegmentRequest, Share, ShareKey};
 use bytes::Bytes;
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -30,6 +33,22 @@ pub struct SessionConfig {
     pub max_buffering: Duration,
     /// DASH representation limits and live presentation delay.
     pub dash: dash::DashOptions,
+    /// Live playback starts at least this far behind the edge (when more than the playlist's
+    /// hold-back), to give peers time.
+    pub live_delay: Duration,
+    /// Peer-to-peer delivery; None for CDN only.
+    pub mesh: Option<MeshSessionConfig>,
+}
+
+#[derive(Debug, Clone)]
+pub struct MeshSessionConfig {
+    pub delivery: MeshConfig,
+    /// Replaces the manifest URL as the base of swarm identities.
+    pub swarm_id: Option<String>,
+    /// URL of the origin's `segments-sha256.json`.
+    pub segment_hashes: Option<Url>,
+    /// Peer data must match a published hash.
+    pub integrity_required: bool,
 }
 
 /// A whole segment (or init section) for one track, or the end of the track.
@@ -161,6 +180,7 @@ impl TrackControl {
 /// A running session; dropping it stops every task.
 pub struct Session {
     tasks: JoinSet<()>,
+    stats: Arc<MeshStats>,
 }
 
 impl Session {
@@ -171,8 +191,14 @@ impl Session {
         events: mpsc::Sender<SessionEvent>,
     ) -> Session {
         let mut tasks = JoinSet::new();
-        tasks.spawn_on(run(config, events), runtime);
-        Session { tasks }
+        let stats = Arc::new(MeshStats::default());
+        tasks.spawn_on(run(config, events, stats.clone()), runtime);
+        Session { tasks, stats }
+    }
+
+    /// Where the bytes came from so far, and the peers.
+    pub fn stats(&self) -> StatsSnapshot {
+        self.stats.snapshot()
     }
 }
 
@@ -189,22 +215,58 @@ struct Context {
     keys: tokio::sync::Mutex<HashMap<Url, [u8; 16]>>,
     /// The MPD and its live state when the manifest is DASH.
     dash: std::sync::OnceLock<dash::DashSession>,
+    hashes: tokio::sync::Mutex<HashSource>,
 }
 
-async fn run(config: SessionConfig, events: mpsc::Sender<SessionEvent>) {
-    let delivery = match Delivery::spawn(config.scheduler, config.http.clone()) {
+/// The published segment hashes, refetched (at most every [`HASHES_REFETCH`]) when a live
+/// segment is missing from them.
+#[derive(Default)]
+struct HashSource {
+    hashes: Option<SegmentHashes>,
+    fetched_at: Option<Instant>,
+    warned: bool,
+}
+
+const HASHES_REFETCH: Duration = Duration::from_secs(1);
+
+async fn run(config: SessionConfig, events: mpsc::Sender<SessionEvent>, stats: Arc<MeshStats>) {
+    let (warnings, mut warning_rx) = mpsc::channel(16);
+    let mesh = config.mesh.as_ref().map(|m| m.delivery.clone());
+    let mut scheduler = config.scheduler;
+    scheduler.seed = rand::random();
+    let delivery = match Delivery::spawn(scheduler, config.http.clone(), mesh, stats, warnings) {
         Ok(d) => d,
         Err(e) => {
             let _ = events.send(SessionEvent::Error(e)).await;
             return;
         }
     };
+    let forward = events.clone();
+    tokio::spawn(async move {
+        while let Some(warning) = warning_rx.recv().await {
+            if forward.send(SessionEvent::Warning(warning)).await.is_err() {
+                break;
+            }
+        }
+    });
+    if let Some(mesh) = &config.mesh
+        && !mesh.delivery.signalling.trackers.is_empty()
+        && mesh.integrity_required
+        && mesh.segment_hashes.is_none()
+    {
+        let reason = "integrity=required and no segment-hashes: segments are not downloaded \
+                      from peers (uploading to them stays on)";
+        let _ = events
+            .send(SessionEvent::Warning(MeshError::Mesh(reason.into())))
+            .await;
+    }
     let ctx = Arc::new(Context {
         delivery,
         config,
         events,
         keys: Default::default(),
         dash: Default::default(),
+        hashes: Default::default(),
     });
     if let Err(e) = run_tracks(&ctx).await {
         let _ = ctx.events.send(SessionEvent::Error(e)).await;
@@ -295,8 +357,18 @@ async fn fetch_now(ctx: &Context, resource: Resource) -> Result<Fetched, MeshErr
             resource,
             deadline: None,
             retry_not_found: false,
+            share: None,
         })
         .await
+}
+
+/// Fetches a whole file needed right away (manifest, playlist, key, hash file).
+async fn fetch_url(ctx: &Context, url: &Url) -> Result<Fetched, MeshError> {
+    let resource = Resource {
+        url: url.clone(),
+        range: None,
+    };
+    fetch_now(ctx, resource).await
 }
 
 /// Consecutive failed live playlist reloads before the stream counts as gone.
@@ -310,6 +382,8 @@ struct TrackDriver {
     control: Arc<TrackControl>,
     rendition: usize,
     estimator: ThroughputEstimator,
+    /// Session time at which live pts 0 is needed.
+    live_origin: Option<Duration>,
     epoch: u64,
     last_init: Option<Resource>,
     discont: bool,
@@ -338,6 +412,7 @@ impl TrackDriver {
             control,
             rendition: 0,
             estimator: ThroughputEstimator::default(),
+            live_origin: None,
             epoch: 0,
             last_init: None,
             discont: true,
@@ -404,7 +479,7 @@ impl TrackDriver {
         };
         self.control.set_timeline(&timeline);
         let mut next_sequence = if timeline.is_live {
-            timeline.live_start_sequence()
+            timeline.live_start_sequence_behind(self.ctx.config.live_delay)
         } else {
             timeline.first_sequence()
         };
@@ -446,7 +521,7 @@ impl TrackDriver {
                     &mut failed_reloads,
                 )
                 .await?;
-                next_sequence = timeline.live_start_sequence();
+                next_sequence = timeline.live_start_sequence_behind(self.ctx.config.live_delay);
                 continue;
             };
 
@@ -669,12 +744,19 @@ impl TrackDriver {
             }
             _ => None,
         };
-        let played = self.control.played();
-        let deadline = self.ctx.delivery.now() + pts.saturating_sub(played);
+        let now = self.ctx.delivery.now();
+        let deadline = if live {
+            // Real-time playback from the live starting point, whatever the sink's sync.
+            let origin = *self.live_origin.get_or_insert(now.saturating_sub(pts));
+            origin + pts
+        } else {
+            now + pts.saturating_sub(self.control.played())
+        };
         let request = SegmentRequest {
             resource: segment.resource.clone(),
             deadline: Some(deadline),
             retry_not_found: live,
+            share: self.share(segment, live).await,
         };
         let fetched = self.ctx.delivery.fetch(request).await?;
         self.estimator
@@ -697,6 +779,72 @@ impl TrackDriver {
         Ok((init, media))
     }
 
+    /// How the mesh shares this segment: its swarm, id and published hash.
+    async fn share(&self, segment: &Segment, live: bool) -> Option<Share> {
+        let mesh = self.ctx.config.mesh.as_ref()?;
+        let rendition = &self.track.renditions[self.rendition];
+        let swarm = Swarm::for_rendition(
+            &self.ctx.config.location,
+            mesh.swarm_id.as_deref(),
+            self.track.kind,
+            rendition,
+        );
+        let hash = self.segment_hash(mesh, &segment.resource, live).await;
+        Some(Share {
+            key: ShareKey {
+                swarm: swarm.info_hash,
+                segment: segment.sequence as i64,
+            },
+            from_peers: hash.is_some() || !mesh.integrity_required,
+            hash,
+        })
+    }
+
+    async fn segment_hash(
+        &self,
+        mesh: &MeshSessionConfig,
+        resource: &Resource,
+        live: bool,
+    ) -> Option<Sha256Hash> {
+        let url = mesh.segment_hashes.as_ref()?;
+        let range = resource.range.map(|r| (r.offset, r.length));
+        let mut source = self.ctx.hashes.lock().await;
+        if let Some(hash) = source
+            .hashes
+            .as_ref()
+            .and_then(|h| h.lookup(&resource.url, range))
+        {
+            return Some(hash);
+        }
+        let due = source
+            .fetched_at
+            .is_none_or(|t| t.elapsed() >= HASHES_REFETCH);
+        if !due || (source.hashes.is_some() && !live) {
+            return None;
+        }
+        source.fetched_at = Some(Instant::now());
+        let fetched = fetch_url(&self.ctx, url).await.and_then(|f| {
+            SegmentHashes::parse(&f.bytes).map_err(|e| MeshError::Mesh(format!("{url}: {e}")))
+        });
+        match fetched {
+            Ok(hashes) => source.hashes = Some(hashes),
+            Err(e) => {
+                if !std::mem::replace(&mut source.warned, true) {
+                    drop(source);
+                    self.warn(MeshError::Mesh(format!(
+                        "segment hashes unavailable, peers cannot be verified: {e}"
+                    )))
+                    .await;
+                }
+                return None;
+            }
+        }
+        source
+            .hashes
+            .as_ref()
+            .and_then(|h| h.lookup(&resource.url, range))
+    }
+
     /// AES-128-CBC plaintext of `data`, fetched from `url`, with the session's cached key.
     async fn decrypt(&self, enc: &Encryption, data: &[u8], url: &Url) -> Result<Bytes, MeshError> {
         let key = self.key(&enc.key_url).await?;
@@ -716,18 +864,12 @@ impl TrackDriver {
         if let Some(key) = self.ctx.keys.lock().await.get(url) {
             return Ok(*key);
         }
-        let fetched = fetch_now(
-            &self.ctx,
-            Resource {
-                url: url.clone(),
-                range: None,
-            },
-        )
-        .await
-        .map_err(|e| MeshError::Key {
-            url: url.to_string(),
-            reason: e.to_string(),
-        })?;
+        let fetched = fetch_url(&self.ctx, url)
+            .await
+            .map_err(|e| MeshError::Key {
+                url: url.to_string(),
+                reason: e.to_string(),
+            })?;
         let key = crypto::key_from_bytes(&fetched.bytes).map_err(|reason| MeshError::Key {
             url: url.to_string(),
             reason,

@@ -200,6 +200,7 @@ fn harness_origin_live_window() {
             looped: true,
             end_after: None,
             hold_back: None,
+            corrupt: false,
         },
     );
     let mut c = connect(o);

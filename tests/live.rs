@@ -18,6 +18,7 @@ fn cfg() -> LiveConfig {
         looped: true,
         end_after: None,
         hold_back: None,
+        corrupt: false,
     }
 }
 

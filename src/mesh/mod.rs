@@ -1,10 +1,16 @@
-//! Sans-IO building blocks of the mesh: plain Rust, no GStreamer types, no sockets.
+//! The mesh: plain Rust, no GStreamer types.
 //!
+//! Sans-IO building blocks (no sockets):
 //! - [`protocol`]: the p2p-media-loader 2.x peer wire format (binary commands and framing).
 //! - [`integrity`]: PeerTube's `segments-sha256.json` and SHA-256 verification.
 //! - [`cache`]: the byte-bounded in-memory segment store peers are served from.
 //! - [`swarm`]: swarm identity (info_hash) and peer ids.
 //! - [`tracker`]: the WebTorrent tracker protocol messages and a sans-IO client state machine.
+//! - [`tracker_server`]: the core of the bundled WebTorrent tracker (`mesh-tracker`).
+//!
+//! I/O (tokio):
+//! - [`transport`]: WebRTC data channels with the `webrtc` crate;
+//! - [`signalling`]: tracker WebSocket connections that open peer links for the delivery hub.
 //!
 //! Time, where it matters, is a [`Time`]: a `Duration` since an arbitrary origin chosen by the
 //! driver (the session start), the same convention as the delivery scheduler.
@@ -12,8 +18,11 @@
 pub mod cache;
 pub mod integrity;
 pub mod protocol;
+pub mod signalling;
 pub mod swarm;
 pub mod tracker;
+pub mod tracker_server;
+pub mod transport;
 
 /// Monotonic time as an offset from an origin the driver picks.
 pub type Time = std::time::Duration;

@@ -1,12 +1,16 @@
 use super::streamsrc::StreamSrc;
 use crate::abr::AbrConfig;
 use crate::dash::DashOptions;
+use crate::delivery::{MeshConfig, StatsSnapshot};
 use crate::error::MeshError;
 use crate::fetch::HttpConfig;
+use crate::mesh::signalling::SignallingConfig;
+use crate::mesh::tracker::TrackerConfig;
+use crate::mesh::transport::{TransportConfig, parse_turn_server};
 use crate::model::{Rendition, TrackKind};
 use crate::runtime::RUNTIME;
 use crate::scheduler::SchedulerConfig;
-use crate::session::{Session, SessionConfig, SessionEvent, TrackOutput};
+use crate::session::{MeshSessionConfig, Session, SessionConfig, SessionEvent, TrackOutput};
 use gst::glib;
 use gst::prelude::*;
 use gst::subclass::prelude::*;
@@ -27,6 +31,23 @@ const DEFAULT_BANDWIDTH_TARGET_RATIO: f32 = 0.8;
 const DEFAULT_MAX_BUFFERING_TIME: u64 = 30 * 1_000_000_000;
 const DEFAULT_MAX_RETRIES: i32 = 3;
 const DEFAULT_TIMEOUT: u32 = 15;
+const DEFAULT_MAX_PEERS: u32 = 10;
+const DEFAULT_CACHE_SIZE: u64 = 32 * 1024 * 1024;
+const STATS_INTERVAL: Duration = Duration::from_secs(1);
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, glib::Enum)]
+#[repr(u32)]
+#[enum_type(name = "GstMeshIntegrity")]
+pub enum Integrity {
+    #[default]
+    #[enum_value(
+        name = "Required: peer data must match the origin's published SHA-256",
+        nick = "required"
+    )]
+    Required = 0,
+    #[enum_value(name = "Off: accept unverified peer data", nick = "off")]
+    Off = 1,
+}
 
 #[derive(Debug, Clone)]
 struct Settings {
@@ -42,6 +63,18 @@ struct Settings {
     user_agent: String,
     /// max-video-width/height/framerate and presentation-delay (DASH).
     dash: DashOptions,
+    tracker: String,
+    swarm_id: String,
+    segment_hashes: String,
+    integrity: Integrity,
+    ice_address: String,
+    stun_server: String,
+    turn_server: String,
+    max_peers: u32,
+    upload: bool,
+    max_upload_rate: u64,
+    cache_size: u64,
+    live_delay: u64,
 }
 
 impl Default for Settings {
@@ -58,8 +91,24 @@ impl Default for Settings {
             timeout: DEFAULT_TIMEOUT,
             user_agent: HttpConfig::default().user_agent,
             dash: DashOptions::default(),
+            tracker: String::new(),
+            swarm_id: String::new(),
+            segment_hashes: String::new(),
+            integrity: Integrity::Required,
+            ice_address: String::new(),
+            stun_server: String::new(),
+            turn_server: String::new(),
+            max_peers: DEFAULT_MAX_PEERS,
+            upload: true,
+            max_upload_rate: 0,
+            cache_size: DEFAULT_CACHE_SIZE,
+            live_delay: 0,
         }
     }
+}
+
+fn split_list(s: &str) -> impl Iterator<Item = &str> {
+    s.split(',').map(str::trim).filter(|s| !s.is_empty())
 }
 
 impl Settings {
@@ -95,7 +144,72 @@ impl Settings {
             },
             max_buffering: Duration::from_nanos(self.max_buffering_time),
             dash: self.dash.clone(),
+            live_delay: Duration::from_nanos(self.live_delay),
+            mesh: self.mesh_config()?,
         })
+    }
+
+    /// The mesh settings; None without a tracker (CDN only).
+    fn mesh_config(&self) -> Result<Option<MeshSessionConfig>, MeshError> {
+        let setting = |name: &str, value: &str, reason: String| MeshError::InvalidLocation {
+            location: format!("{name}={value}"),
+            reason,
+        };
+        let mut trackers = Vec::new();
+        for t in split_list(&self.tracker) {
+            let url = Url::parse(t).map_err(|e| setting("tracker", t, e.to_string()))?;
+            if !matches!(url.scheme(), "ws" | "wss") {
+                return Err(setting(
+                    "tracker",
+                    t,
+                    "trackers are ws:// or wss:// URLs".into(),
+                ));
+            }
+            trackers.push(url);
+        }
+        if trackers.is_empty() {
+            return Ok(None);
+        }
+        let mut transport = TransportConfig::default();
+        for a in split_list(&self.ice_address) {
+            let ip = a
+                .parse()
+                .map_err(|e: std::net::AddrParseError| setting("ice-address", a, e.to_string()))?;
+            transport.ice_addresses.push(ip);
+        }
+        for s in split_list(&self.stun_server) {
+            let host = s
+                .strip_prefix("stun://")
+                .or_else(|| s.strip_prefix("stun:"))
+                .ok_or_else(|| setting("stun-server", s, "expected stun://host:port".into()))?;
+            transport.stun_servers.push(format!("stun:{host}"));
+        }
+        for t in split_list(&self.turn_server) {
+            let turn =
+                parse_turn_server(t).map_err(|e| setting("turn-server", t, e.to_string()))?;
+            transport.turn_servers.push(turn);
+        }
+        let segment_hashes = match self.segment_hashes.trim() {
+            "" => None,
+            h => Some(Url::parse(h).map_err(|e| setting("segment-hashes", h, e.to_string()))?),
+        };
+        let swarm_id = Some(self.swarm_id.trim().to_owned()).filter(|s| !s.is_empty());
+        Ok(Some(MeshSessionConfig {
+            delivery: MeshConfig {
+                signalling: SignallingConfig {
+                    trackers,
+                    transport,
+                    tracker: TrackerConfig::default(),
+                    max_peers: self.max_peers as usize,
+                },
+                upload: self.upload,
+                max_upload_rate: self.max_upload_rate,
+                cache_size: self.cache_size.min(usize::MAX as u64) as usize,
+            },
+            swarm_id,
+            segment_hashes,
+            integrity_required: self.integrity == Integrity::Required,
+        }))
     }
 }
 
@@ -114,6 +228,7 @@ enum State {
         generation: u64,
         _session: Session,
         events: tokio::task::JoinHandle<()>,
+        stats_ticker: tokio::task::JoinHandle<()>,
         outputs: Vec<Output>,
     },
 }
@@ -227,6 +342,75 @@ impl ObjectImpl for MeshSrc {
                     .default_value(Some(DashOptions::default().presentation_delay.as_str()))
                     .mutable_ready()
                     .build(),
+                glib::ParamSpecString::builder("tracker")
+                    .nick("Tracker")
+                    .blurb("WebTorrent tracker URLs (ws:// or wss://), comma-separated, to find peers; empty = CDN only")
+                    .mutable_ready()
+                    .build(),
+                glib::ParamSpecString::builder("swarm-id")
+                    .nick("Swarm ID")
+                    .blurb("Replaces the manifest URL (without query) as the base of swarm identities, so viewers of the same stream from different URLs meet")
+                    .mutable_ready()
+                    .build(),
+                glib::ParamSpecString::builder("segment-hashes")
+                    .nick("Segment hashes")
+                    .blurb("URL of the origin's segments-sha256.json (PeerTube format) that peer data is verified against")
+                    .mutable_ready()
+                    .build(),
+                glib::ParamSpecEnum::builder_with_default("integrity", Integrity::Required)
+                    .nick("Integrity")
+                    .blurb("required: download from peers only what a published hash verifies; off: accept unverified peer data")
+                    .mutable_ready()
+                    .build(),
+                glib::ParamSpecString::builder("ice-address")
+                    .nick("ICE addresses")
+                    .blurb("Local IP addresses to gather WebRTC host candidates on, comma-separated; empty = all")
+                    .mutable_ready()
+                    .build(),
+                glib::ParamSpecString::builder("stun-server")
+                    .nick("STUN server")
+                    .blurb("STUN server as stun://host:port; empty = none")
+                    .mutable_ready()
+                    .build(),
+                glib::ParamSpecString::builder("turn-server")
+                    .nick("TURN server")
+                    .blurb("TURN server as turn(s)://username:password@host:port; empty = none")
+                    .mutable_ready()
+                    .build(),
+                glib::ParamSpecUInt::builder("max-peers")
+                    .nick("Maximum peers")
+                    .blurb("Peer connections at most, over all renditions")
+                    .maximum(200)
+                    .default_value(DEFAULT_MAX_PEERS)
+                    .mutable_ready()
+                    .build(),
+                glib::ParamSpecBoolean::builder("upload")
+                    .nick("Upload")
+                    .blurb("Serve segments to peers")
+                    .default_value(true)
+                    .mutable_ready()
+                    .build(),
+                glib::ParamSpecUInt64::builder("max-upload-rate")
+                    .nick("Maximum upload rate")
+                    .blurb("Upload cap in bytes per second (0 = unlimited)")
+                    .mutable_ready()
+                    .build(),
+                glib::ParamSpecUInt64::builder("cache-size")
+                    .nick("Cache size")
+                    .blurb("Bytes of segments kept in memory to serve peers")
+                    .default_value(DEFAULT_CACHE_SIZE)
+                    .mutable_ready()
+                    .build(),
+                glib::ParamSpecUInt64::builder("live-delay")
+                    .nick("Live delay")
+                    .blurb("Start live playback at least this far behind the edge, in nanoseconds, to give peers time (0 = the playlist's hold-back)")
+                    .mutable_ready()
+                    .build(),
+                glib::ParamSpecBoxed::builder::<gst::Structure>("stats")
+                    .nick("Statistics")
+                    .blurb("Mesh statistics: bytes-cdn, bytes-p2p, bytes-uploaded, segments-cdn, segments-p2p, segments-rejected, peers, peers-banned")
+                    .read_only()
+                    .build(),
             ]
         });
         PROPERTIES.as_ref()
@@ -277,6 +461,30 @@ impl ObjectImpl for MeshSrc {
                     .expect("type checked upstream")
                     .unwrap_or_default();
             }
+            "tracker" | "swarm-id" | "segment-hashes" | "ice-address" | "stun-server"
+            | "turn-server" => {
+                let text = value
+                    .get::<Option<String>>()
+                    .expect("type checked upstream")
+                    .unwrap_or_default();
+                let slot = match pspec.name() {
+                    "tracker" => &mut settings.tracker,
+                    "swarm-id" => &mut settings.swarm_id,
+                    "segment-hashes" => &mut settings.segment_hashes,
+                    "ice-address" => &mut settings.ice_address,
+                    "stun-server" => &mut settings.stun_server,
+                    _ => &mut settings.turn_server,
+                };
+                *slot = text;
+            }
+            "integrity" => settings.integrity = value.get().expect("type checked upstream"),
+            "max-peers" => settings.max_peers = value.get().expect("type checked upstream"),
+            "upload" => settings.upload = value.get().expect("type checked upstream"),
+            "max-upload-rate" => {
+                settings.max_upload_rate = value.get().expect("type checked upstream")
+            }
+            "cache-size" => settings.cache_size = value.get().expect("type checked upstream"),
+            "live-delay" => settings.live_delay = value.get().expect("type checked upstream"),
             other => unreachable!("unknown property {other}"),
         }
     }
@@ -305,6 +513,22 @@ impl ObjectImpl for MeshSrc {
                 .to_value()
             }
             "presentation-delay" => settings.dash.presentation_delay.to_value(),
+            "tracker" => settings.tracker.to_value(),
+            "swarm-id" => settings.swarm_id.to_value(),
+            "segment-hashes" => settings.segment_hashes.to_value(),
+            "integrity" => settings.integrity.to_value(),
+            "ice-address" => settings.ice_address.to_value(),
+            "stun-server" => settings.stun_server.to_value(),
+            "turn-server" => settings.turn_server.to_value(),
+            "max-peers" => settings.max_peers.to_value(),
+            "upload" => settings.upload.to_value(),
+            "max-upload-rate" => settings.max_upload_rate.to_value(),
+            "cache-size" => settings.cache_size.to_value(),
+            "live-delay" => settings.live_delay.to_value(),
+            "stats" => {
+                drop(settings);
+                stats_structure(&self.stats()).to_value()
+            }
             other => unreachable!("unknown property {other}"),
         }
     }
@@ -325,7 +549,7 @@ impl ElementImpl for MeshSrc {
             gst::subclass::ElementMetadata::new(
                 "Mesh adaptive streaming source",
                 "Source/Network/Adaptive",
-                "Plays HLS streams, one pad per rendition carrying its container bytes, with segments from the CDN or from peers",
+                "Plays HLS and MPEG-DASH streams, one pad per rendition carrying its container bytes, with segments from the CDN or from other viewers over WebRTC",
                 "gst-mesh developers",
             )
         });
@@ -419,10 +643,21 @@ impl MeshSrc {
                 obj.imp().handle_event(generation, event);
             }
         });
+        let weak = self.obj().downgrade();
+        let stats_ticker = RUNTIME.spawn(async move {
+            let mut ticker = tokio::time::interval(STATS_INTERVAL);
+            ticker.tick().await;
+            loop {
+                ticker.tick().await;
+                let Some(obj) = weak.upgrade() else { break };
+                obj.imp().post_statistics();
+            }
+        });
         *lock(&self.state) = State::Running {
             generation,
             _session: session,
             events,
+            stats_ticker,
             outputs: Vec::new(),
         };
         Ok(())
@@ -431,6 +666,7 @@ impl MeshSrc {
     fn stop(&self) {
         let State::Running {
             events,
+            stats_ticker,
             outputs,
             _session,
             ..
@@ -439,6 +675,7 @@ impl MeshSrc {
             return;
         };
         events.abort();
+        stats_ticker.abort();
         drop(_session);
         let obj = self.obj();
         for output in outputs {
@@ -472,10 +709,52 @@ impl MeshSrc {
                 };
                 self.post_variant_changed(&pad_name.unwrap_or_default(), &rendition, reason);
             }
+            SessionEvent::Warning(e @ (MeshError::Tracker { .. } | MeshError::Mesh(_))) => {
+                gst::element_imp_warning!(
+                    self,
+                    gst::ResourceError::OpenRead,
+                    ("{}", e),
+                    ["{:?}", e]
+                );
+            }
             SessionEvent::Warning(e) => {
                 gst::element_imp_warning!(self, gst::ResourceError::Read, ("{}", e), ["{:?}", e]);
             }
             SessionEvent::Error(e) => self.post_mesh_error(&e),
+        }
+    }
+
+    fn stats(&self) -> StatsSnapshot {
+        match &*lock(&self.state) {
+            State::Running { _session, .. } => _session.stats(),
+            State::Stopped => StatsSnapshot::default(),
+        }
+    }
+
+    /// Posts the `mesh-statistics` element message.
+    fn post_statistics(&self) {
+        let structure = stats_structure(&self.stats());
+        gst::debug!(CAT, imp = self, "{structure}");
+        let obj = self.obj();
+        let _ = obj.post_message(gst::message::Element::builder(structure).src(&*obj).build());
+    }
+
+    /// Posts the statistics once every pad has passed EOS.
+    fn post_statistics_at_eos(&self, ghosts: &[gst::GhostPad]) {
+        let remaining = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(ghosts.len()));
+        for ghost in ghosts {
+            let remaining = remaining.clone();
+            let weak = self.obj().downgrade();
+            ghost.add_probe(gst::PadProbeType::EVENT_DOWNSTREAM, move |_, info| {
+                if let Some(gst::PadProbeData::Event(event)) = &info.data
+                    && event.type_() == gst::EventType::Eos
+                    && remaining.fetch_sub(1, std::sync::atomic::Ordering::AcqRel) == 1
+                    && let Some(obj) = weak.upgrade()
+                {
+                    obj.imp().post_statistics();
+                }
+                gst::PadProbeReturn::Ok
+            });
         }
     }
 
@@ -594,6 +873,8 @@ impl MeshSrc {
         for (pad_name, rendition) in &initial_choices {
             self.post_variant_changed(pad_name, rendition, "initial");
         }
+        let ghosts: Vec<gst::GhostPad> = outputs.iter().map(|o| o.ghost.clone()).collect();
+        self.post_statistics_at_eos(&ghosts);
         for output in &outputs {
             let _ = output.src.sync_state_with_parent();
         }
@@ -663,9 +944,25 @@ impl MeshSrc {
             MeshError::Unsupported(_) => {
                 gst::element_imp_error!(self, gst::StreamError::Format, ("{}", e), ["{:?}", e])
             }
+            MeshError::Tracker { .. } | MeshError::Mesh(_) => {
+                gst::element_imp_error!(self, gst::ResourceError::Failed, ("{}", e), ["{:?}", e])
+            }
             MeshError::InvalidLocation { .. } => {
                 gst::element_imp_error!(self, gst::ResourceError::Settings, ("{}", e), ["{:?}", e])
             }
         }
     }
+}
+
+fn stats_structure(stats: &StatsSnapshot) -> gst::Structure {
+    gst::Structure::builder("mesh-statistics")
+        .field("bytes-cdn", stats.bytes_cdn)
+        .field("bytes-p2p", stats.bytes_p2p)
+        .field("bytes-uploaded", stats.bytes_uploaded)
+        .field("segments-cdn", stats.segments_cdn)
+        .field("segments-p2p", stats.segments_p2p)
+        .field("segments-rejected", stats.segments_rejected)
+        .field("peers", stats.peers)
+        .field("peers-banned", stats.peers_banned)
+        .build()
 }

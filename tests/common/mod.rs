@@ -5,6 +5,7 @@
 pub mod fixtures;
 pub mod origin;
 pub mod pipeline;
+pub mod trackers;
 
 use std::sync::Once;
 use std::time::Duration;

@@ -72,6 +72,9 @@ pub struct LiveConfig {
     pub end_after: Option<u64>,
     /// If set, an `EXT-X-SERVER-CONTROL:HOLD-BACK=<secs>` tag is emitted.
     pub hold_back: Option<f64>,
+    /// Serve every segment with one byte flipped (a polluting origin); its
+    /// `segments-sha256.json` matches the flipped bytes.
+    pub corrupt: bool,
 }
 
 impl Default for LiveConfig {
@@ -83,6 +86,7 @@ impl Default for LiveConfig {
             looped: true,
             end_after: None,
             hold_back: None,
+            corrupt: false,
         }
     }
 }
@@ -520,6 +524,16 @@ impl Origin {
         lock(&self.state.lives).insert(path, live);
     }
 
+    /// URL of the `segments-sha256.json` of live playlist `name`.
+    pub fn live_hashes_url(&self, name: &str) -> String {
+        let stem = lock(&self.state.lives)
+            .get(&key(name))
+            .expect("unknown live playlist")
+            .stem
+            .clone();
+        self.url(&format!("live-{stem}/segments-sha256.json"))
+    }
+
     /// URL path of live segment `seq` of live playlist `name` (for fault injection).
     pub fn live_segment_path(&self, name: &str, seq: u64) -> String {
         let lives = lock(&self.state.lives);
@@ -774,6 +788,17 @@ fn safe_join(root: &Path, url_path: &str) -> Option<PathBuf> {
     Some(out)
 }
 
+/// The bytes served for live segment `seq` (whole source file, corrupted if configured).
+fn live_bytes(root: &Path, l: &LiveStream, seq: u64) -> Vec<u8> {
+    let src = &l.segments[(seq % l.segments.len() as u64) as usize];
+    let mut data = std::fs::read(root.join(src.source.trim_start_matches('/'))).unwrap_or_default();
+    if l.cfg.corrupt && !data.is_empty() {
+        let middle = data.len() / 2;
+        data[middle] ^= 0xff;
+    }
+    data
+}
+
 async fn handle(state: Arc<State>, req: Request<Incoming>) -> Response<Full<Bytes>> {
     let at = Instant::now();
     state.requests.fetch_add(1, Ordering::SeqCst);
@@ -848,12 +873,44 @@ async fn handle(state: Arc<State>, req: Request<Incoming>) -> Response<Full<Byte
                 );
             }
             if let Some(rest) = path.strip_prefix("/live-")
+                && let Some(stem) = rest.strip_suffix("/segments-sha256.json")
+                && let Some(l) = lives.values().find(|l| l.stem == stem)
+            {
+                // PeerTube's format: {file name: hex SHA-256}, for every segment so far.
+                let (k, _) = l.available(at);
+                let mut json = String::from("{");
+                for seq in 0..k {
+                    let data = live_bytes(&state.root, l, seq);
+                    let digest = hex::encode(<sha2::Sha256 as sha2::Digest>::digest(&data));
+                    let name = l.segment_path(seq);
+                    let name = name.rsplit('/').next().unwrap_or_default();
+                    let sep = if seq == 0 { "" } else { "," };
+                    let _ = write!(json, "{sep}\"{name}\":\"{digest}\"");
+                }
+                json.push('}');
+                break 'resp body_response(
+                    Bytes::from(json),
+                    "application/json",
+                    range.as_deref(),
+                    head,
+                );
+            }
+            if let Some(rest) = path.strip_prefix("/live-")
                 && let Some((stem, file)) = rest.split_once("/seg_")
                 && let Some(l) = lives.values().find(|l| l.stem == stem)
             {
                 let seq = file.split('.').next().and_then(|s| s.parse::<u64>().ok());
                 let (k, _) = l.available(at);
                 match seq {
+                    Some(seq) if seq < k && l.cfg.corrupt => {
+                        let data = live_bytes(&state.root, l, seq);
+                        break 'resp body_response(
+                            Bytes::from(data),
+                            "video/mp2t",
+                            range.as_deref(),
+                            head,
+                        );
+                    }
                     Some(seq) if seq < k => {
                         let src = &l.segments[(seq % l.segments.len() as u64) as usize];
                         live_file = Some(src.source.clone());
