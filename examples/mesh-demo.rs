@@ -241,8 +241,7 @@ fn run(args: &Args) -> Result<(), String> {
             segment_duration: Duration::from_secs(fixtures::SEGMENT_SECS),
             looped: false,
             end_after: Some(6 + segments),
-            hold_back: None,
-            corrupt: false,
+            ..Default::default()
         },
     );
     let uri = origin.mesh_url("live.m3u8");

@@ -121,8 +121,7 @@ fn run(args: &Args) -> Result<(), String> {
                 segment_duration: Duration::from_secs(fixtures::SEGMENT_SECS),
                 looped: true,
                 end_after: Some(segs),
-                hold_back: None,
-                corrupt: false,
+                ..Default::default()
             },
         );
         origin.url("live.m3u8")

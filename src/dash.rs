@@ -490,6 +490,7 @@ fn track_of(
             .is_some_and(|c| c.split(',').any(is_audio_codec) && c.split(',').any(is_video_codec));
     Track {
         kind,
+        id: set.id.clone().unwrap_or_else(|| format!("#{set_index}")),
         renditions,
         default_rendition,
         muxed,
@@ -542,7 +543,10 @@ pub fn presentation(
             "no audio or video AdaptationSet with a Representation",
         ));
     }
-    Ok(Presentation { tracks })
+    Ok(Presentation {
+        tracks,
+        alternatives: alternative_tracks(mpd, opts, now),
+    })
 }
 
 /// The AdaptationSets of the presentation Period that are not played by default (other audio

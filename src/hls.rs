@@ -45,6 +45,7 @@ pub fn parse_manifest(url: &Url, body: &[u8]) -> Result<Manifest, MeshError> {
             };
             let track = Track {
                 kind: TrackKind::Video,
+                id: "main".into(),
                 renditions: vec![rendition],
                 default_rendition: 0,
                 muxed: true,
@@ -52,6 +53,7 @@ pub fn parse_manifest(url: &Url, body: &[u8]) -> Result<Manifest, MeshError> {
             Ok(Manifest::Media(
                 Presentation {
                     tracks: vec![track],
+                    alternatives: Vec::new(),
                 },
                 timeline,
             ))
@@ -137,11 +139,13 @@ fn presentation_from_master(url: &Url, master: &MasterPlaylist) -> Result<Presen
         } else {
             TrackKind::Audio
         },
+        id: "main".into(),
         renditions,
         default_rendition: 0,
         muxed: true,
     }];
 
+    let mut alternatives = Vec::new();
     for (kind, media_type, group) in [
         (
             TrackKind::Audio,
@@ -173,26 +177,43 @@ fn presentation_from_master(url: &Url, master: &MasterPlaylist) -> Result<Presen
         if kind == TrackKind::Subtitle && !chosen.default && !chosen.autoselect {
             continue;
         }
-        tracks.push(Track {
-            kind,
-            renditions: vec![Rendition {
-                id: format!("{}-{}", kind.pad_prefix(), chosen.name),
-                url: resolve(url, uri, "rendition")?,
-                source: RenditionSource::HlsMediaPlaylist,
-                bandwidth: 0,
-                codecs: None,
-                resolution: None,
-                language: chosen.language.clone(),
-                name: Some(chosen.name.clone()),
-            }],
-            default_rendition: 0,
-            muxed: false,
-        });
-        if kind == TrackKind::Audio && tracks[0].kind == TrackKind::Video {
+        let track_of = |member: &m3u8_rs::AlternativeMedia, uri: &str| {
+            Ok::<_, MeshError>(Track {
+                kind,
+                id: member.name.clone(),
+                renditions: vec![Rendition {
+                    id: format!("{}-{}", kind.pad_prefix(), member.name),
+                    url: resolve(url, uri, "rendition")?,
+                    source: RenditionSource::HlsMediaPlaylist,
+                    bandwidth: 0,
+                    codecs: None,
+                    resolution: None,
+                    language: member.language.clone(),
+                    name: Some(member.name.clone()),
+                }],
+                default_rendition: 0,
+                muxed: false,
+            })
+        };
+        tracks.push(track_of(chosen, uri)?);
+        // The other members of the group (other languages) can be selected instead.
+        for member in members.iter().filter(|m| !std::ptr::eq(**m, *chosen)) {
+            if let Some(uri) = member.uri.as_deref() {
+                alternatives.push(track_of(member, uri)?);
+            }
+        }
+        // The variants carry no audio of their own unless a member of the group has no URI.
+        if kind == TrackKind::Audio
+            && tracks[0].kind == TrackKind::Video
+            && members.iter().all(|m| m.uri.is_some())
+        {
             tracks[0].muxed = false;
         }
     }
-    Ok(Presentation { tracks })
+    Ok(Presentation {
+        tracks,
+        alternatives,
+    })
 }
 
 fn parse_iv(url: &Url, text: &str) -> Result<[u8; 16], MeshError> {
@@ -454,6 +475,19 @@ mod tests {
             p.tracks[1].renditions[0].url.as_str(),
             "http://origin.test/live/audio/en.m3u8"
         );
+        // The other language is an alternative a stream selection can switch to.
+        let ids: Vec<(&str, &str)> = p
+            .tracks
+            .iter()
+            .chain(&p.alternatives)
+            .map(|t| (t.kind.pad_prefix(), t.id.as_str()))
+            .collect();
+        assert_eq!(ids, [("video", "main"), ("audio", "en"), ("audio", "fr")]);
+        assert_eq!(
+            p.alternatives[0].renditions[0].url.as_str(),
+            "http://origin.test/live/audio/fr.m3u8"
+        );
+        assert_eq!(p.alternatives[0].renditions[0].name.as_deref(), Some("fr"));
     }
 
     #[test]

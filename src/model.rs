@@ -53,6 +53,9 @@ pub enum RenditionSource {
 #[derive(Debug, Clone, PartialEq)]
 pub struct Track {
     pub kind: TrackKind,
+    /// Stable identity within the presentation, the base of stream ids: the AdaptationSet's
+    /// `@id` (or `#index`) in DASH, the rendition's NAME in HLS (`main` for the variants).
+    pub id: String,
     /// The renditions ABR chooses among, in manifest order.
     pub renditions: Vec<Rendition>,
     /// Index into `renditions` to start with when no bitrate hint applies.
@@ -71,6 +74,9 @@ impl Track {
 #[derive(Debug, Clone, PartialEq)]
 pub struct Presentation {
     pub tracks: Vec<Track>,
+    /// Tracks not played by default that a stream selection can switch a pad to: other
+    /// audio languages, further video or text sets. Only kinds that have a track.
+    pub alternatives: Vec<Track>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]

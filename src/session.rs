@@ -71,12 +71,19 @@ pub struct Chunk {
     /// Timestamps restart (EXT-X-DISCONTINUITY): downstream needs a new segment.
     pub timestamps_restart: bool,
     pub sequence: Option<u64>,
+    /// [`Track::id`] of the track the bytes belong to; it changes when a stream selection
+    /// switches the pad to another track.
+    pub track: Arc<str>,
 }
 
 #[derive(Debug)]
 pub enum SessionEvent {
-    /// The tracks to expose, in manifest order. Sent once.
-    Tracks(Vec<TrackOutput>),
+    /// The tracks to expose, in manifest order, and the tracks a stream selection can switch
+    /// them to. Sent once.
+    Tracks {
+        outputs: Vec<TrackOutput>,
+        alternatives: Vec<Track>,
+    },
     RenditionChanged {
         track: usize,
         rendition: Box<Rendition>,
@@ -107,12 +114,24 @@ pub struct TrackControl {
 struct ControlState {
     epoch: u64,
     pending_seek: Option<Duration>,
+    /// The track a stream selection switches to.
+    pending_switch: Option<Track>,
+    /// The last media chunk the pad took; cleared by a seek.
+    taken: Option<Taken>,
     /// Start times of the current rendition's segments (VOD), for snapping seeks.
     segment_starts: Vec<Duration>,
     duration: Option<Duration>,
     is_live: bool,
     /// Presentation time of the newest chunk the pad has taken.
     played: Duration,
+}
+
+/// A media chunk the pad took, where a track switch continues from.
+#[derive(Debug, Clone, Copy)]
+struct Taken {
+    epoch: u64,
+    sequence: u64,
+    end_pts: Duration,
 }
 
 impl TrackControl {
@@ -134,6 +153,7 @@ impl TrackControl {
             .copied()
             .unwrap_or_default();
         state.played = snapped;
+        state.taken = None;
         let epoch = state.epoch;
         drop(state);
         self.changed.notify_waiters();
@@ -155,9 +175,54 @@ impl TrackControl {
         !state.is_live && state.duration.is_some()
     }
 
-    pub fn set_played(&self, position: Duration) {
-        self.lock().played = position;
+    /// Switches the pad to `track` (a stream selection): output continues with its segment
+    /// that follows the last one the pad took, and what was queued for the old track is
+    /// dropped. Returns the new epoch.
+    pub fn switch_track(&self, track: Track) -> u64 {
+        let mut state = self.lock();
+        state.epoch += 1;
+        state.pending_switch = Some(track);
+        let epoch = state.epoch;
+        drop(state);
         self.changed.notify_waiters();
+        epoch
+    }
+
+    /// Whether the pad outputs items of `epoch` (the latest seek or switch).
+    pub fn is_current(&self, epoch: u64) -> bool {
+        self.lock().epoch == epoch
+    }
+
+    /// Called by the pad for each chunk: false when the chunk is from before the latest seek
+    /// or switch and must be dropped. Otherwise it counts as played, in one step with the
+    /// check so that a switch never misses a chunk that still goes out.
+    pub fn take(&self, chunk: &Chunk) -> bool {
+        let mut state = self.lock();
+        if chunk.epoch != state.epoch {
+            return false;
+        }
+        if let Some(pts) = chunk.pts {
+            state.played = pts;
+            if let Some(sequence) = chunk.sequence {
+                state.taken = Some(Taken {
+                    epoch: chunk.epoch,
+                    sequence,
+                    end_pts: pts + chunk.duration.unwrap_or_default(),
+                });
+            }
+        }
+        drop(state);
+        self.changed.notify_waiters();
+        true
+    }
+
+    fn take_switch(&self) -> Option<(u64, Track)> {
+        let mut state = self.lock();
+        state.pending_switch.take().map(|t| (state.epoch, t))
+    }
+
+    fn taken(&self) -> Option<Taken> {
+        self.lock().taken
     }
 
     fn played(&self) -> Duration {
@@ -300,6 +365,7 @@ async fn run_tracks(ctx: &Arc<Context>) -> Result<(), MeshError> {
         }
     };
 
+    let alternatives = presentation.alternatives;
     let mut outputs = Vec::new();
     let mut pending = Vec::new();
     let mut preloaded = preloaded;
@@ -328,7 +394,10 @@ async fn run_tracks(ctx: &Arc<Context>) -> Result<(), MeshError> {
     }
     // The pads must exist before any driver reports on them.
     ctx.events
-        .send(SessionEvent::Tracks(outputs))
+        .send(SessionEvent::Tracks {
+            outputs,
+            alternatives,
+        })
         .await
         .map_err(|_| MeshError::Unsupported("element went away".into()))?;
     let mut drivers = JoinSet::new();
@@ -388,6 +457,10 @@ struct TrackDriver {
     last_init: Option<Resource>,
     discont: bool,
     timestamps_restart: bool,
+    /// `(sequence, pts)` of the first segment delivered since the latest seek or switch.
+    epoch_start: Option<(u64, Duration)>,
+    /// `track.id`, shared by every chunk.
+    track_id: Arc<str>,
 }
 
 /// Why delivering a segment ended early.
@@ -407,6 +480,7 @@ impl TrackDriver {
         TrackDriver {
             ctx,
             index,
+            track_id: Arc::from(track.id.as_str()),
             track,
             out,
             control,
@@ -417,6 +491,7 @@ impl TrackDriver {
             last_init: None,
             discont: true,
             timestamps_restart: false,
+            epoch_start: None,
         }
     }
 
@@ -472,7 +547,7 @@ impl TrackDriver {
     }
 
     async fn run(mut self, preloaded: Option<MediaTimeline>) -> Result<(), MeshError> {
-        let bandwidths = self.track.bandwidths();
+        let mut bandwidths = self.track.bandwidths();
         let mut timeline = match preloaded {
             Some(t) => t,
             None => self.load_timeline().await?,
@@ -496,6 +571,19 @@ impl TrackDriver {
         let mut failed_reloads = 0u32;
 
         loop {
+            if let Some((epoch, track)) = self.control.take_switch() {
+                let previous_epoch = std::mem::replace(&mut self.epoch, epoch);
+                (next_sequence, next_pts) = self
+                    .switch_track(
+                        track,
+                        previous_epoch,
+                        &mut timeline,
+                        next_sequence,
+                        next_pts,
+                    )
+                    .await;
+                bandwidths = self.track.bandwidths();
+            }
             if let Some((epoch, target)) = self.control.take_seek() {
                 self.epoch = epoch;
                 if let Some(seg) = timeline.segment_at(target) {
@@ -504,6 +592,7 @@ impl TrackDriver {
                 }
                 self.last_init = None;
                 self.discont = true;
+                self.epoch_start = None;
             }
 
             let Some(sequence) = next_sequence else {
@@ -572,6 +661,7 @@ impl TrackDriver {
                 continue;
             }
 
+            self.epoch_start.get_or_insert((sequence, next_pts));
             match self
                 .deliver_segment(&segment, next_pts, timeline.is_live)
                 .await
@@ -612,6 +702,80 @@ impl TrackDriver {
 
     async fn warn(&self, error: MeshError) {
         let _ = self.ctx.events.send(SessionEvent::Warning(error)).await;
+    }
+
+    /// Replaces the track (a stream selection) and returns where output continues in the new
+    /// timeline: the segment that follows the last one the pad took, or where the pad's
+    /// output of `previous_epoch` began. The old track plays on if the new one cannot load.
+    async fn switch_track(
+        &mut self,
+        track: Track,
+        previous_epoch: u64,
+        timeline: &mut MediaTimeline,
+        next_sequence: Option<u64>,
+        next_pts: Duration,
+    ) -> (Option<u64>, Duration) {
+        let point = match self.control.taken().filter(|t| t.epoch == previous_epoch) {
+            Some(t) => Some((t.sequence + 1, t.end_pts)),
+            None => self.epoch_start.or(next_sequence.map(|s| (s, next_pts))),
+        };
+        // The switch point on the timeline: the start of `sequence`, else the end of the one
+        // before, else by the pts of the driver's next segment.
+        let point = point.map(|(sequence, pts)| {
+            let time = timeline
+                .by_sequence(sequence)
+                .map(|s| s.start)
+                .or_else(|| {
+                    let before = timeline.by_sequence(sequence.checked_sub(1)?)?;
+                    Some(before.start + before.duration)
+                })
+                .or_else(|| {
+                    let anchor = timeline.by_sequence(next_sequence?)?;
+                    (anchor.start + pts).checked_sub(next_pts)
+                })
+                .unwrap_or(pts);
+            (sequence, pts, time)
+        });
+        let previous = (std::mem::replace(&mut self.track, track), self.rendition);
+        let bandwidths = self.track.bandwidths();
+        self.rendition = if self.index == 0 && bandwidths.len() > 1 {
+            self.ctx
+                .config
+                .abr
+                .next(&bandwidths, self.track.default_rendition, &self.estimator)
+        } else {
+            self.track.default_rendition
+        };
+        match self.load_timeline().await {
+            Ok(fresh) => {
+                *timeline = fresh;
+                self.track_id = Arc::from(self.track.id.as_str());
+                self.announce_rendition("select-streams").await;
+            }
+            Err(e) => {
+                (self.track, self.rendition) = previous;
+                self.warn(e).await;
+            }
+        }
+        self.control.set_timeline(timeline);
+        self.last_init = None;
+        self.discont = true;
+        self.epoch_start = None;
+        let Some((sequence, pts, time)) = point else {
+            // Nothing positioned yet (an empty live playlist): start as usual.
+            return (None, next_pts);
+        };
+        let hls_live = timeline.is_live
+            && matches!(
+                self.track.renditions[self.rendition].source,
+                RenditionSource::HlsMediaPlaylist
+            );
+        if hls_live {
+            // Live HLS playlists start their timelines at their own windows: renditions
+            // line up by media sequence number.
+            return (Some(sequence), pts);
+        }
+        resume_at(timeline, time, pts)
     }
 
     /// Waits until the playlist is due for reload (RFC 8216 §6.3.4) and reloads it.
@@ -711,6 +875,7 @@ impl TrackDriver {
                 discont: self.discont,
                 timestamps_restart: false,
                 sequence: None,
+                track: self.track_id.clone(),
             };
             self.discont = false;
             if self.send(StreamItem::Data(chunk)).await.is_err() {
@@ -727,6 +892,7 @@ impl TrackDriver {
             timestamps_restart: std::mem::take(&mut self.timestamps_restart)
                 || segment.discontinuity,
             sequence: Some(segment.sequence),
+            track: self.track_id.clone(),
         };
         let _ = self.send(StreamItem::Data(chunk)).await;
         Ok(())
@@ -823,11 +989,18 @@ impl TrackDriver {
             return None;
         }
         source.fetched_at = Some(Instant::now());
+        // Fetch without the lock, so the other tracks never wait on the origin for it.
+        drop(source);
         let fetched = fetch_url(&self.ctx, url).await.and_then(|f| {
             SegmentHashes::parse(&f.bytes).map_err(|e| MeshError::Mesh(format!("{url}: {e}")))
         });
+        let mut source = self.ctx.hashes.lock().await;
         match fetched {
-            Ok(hashes) => source.hashes = Some(hashes),
+            Ok(hashes) => {
+                let hash = hashes.lookup(&resource.url, range);
+                source.hashes = Some(hashes);
+                hash
+            }
             Err(e) => {
                 if !std::mem::replace(&mut source.warned, true) {
                     drop(source);
@@ -836,13 +1009,9 @@ impl TrackDriver {
                     )))
                     .await;
                 }
-                return None;
+                None
             }
         }
-        source
-            .hashes
-            .as_ref()
-            .and_then(|h| h.lookup(&resource.url, range))
     }
 
     /// AES-128-CBC plaintext of `data`, fetched from `url`, with the session's cached key.
@@ -901,7 +1070,70 @@ async fn unless_seek<T>(
     }
 }
 
+/// Segments of different tracks rarely end at exactly the same time: a segment that ends
+/// within this of the switch point counts as already played.
+const SWITCH_TOLERANCE: Duration = Duration::from_millis(100);
+
+/// The segment of `timeline` to continue with after time `time` (pts `pts`), and its pts.
+fn resume_at(timeline: &MediaTimeline, time: Duration, pts: Duration) -> (Option<u64>, Duration) {
+    match timeline
+        .segments
+        .iter()
+        .find(|s| s.start + s.duration > time + SWITCH_TOLERANCE)
+    {
+        Some(seg) => (Some(seg.sequence), (pts + seg.start).saturating_sub(time)),
+        // Past the end: VOD ends, live waits for the segment.
+        None => (timeline.last_sequence().map(|s| s + 1), pts),
+    }
+}
+
 /// An ISO-BMFF init section starts with a box header whose type is ASCII.
 fn looks_like_bmff(data: &[u8]) -> bool {
     data.len() >= 8 && data[4..8].iter().all(|b| b.is_ascii_alphanumeric())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn timeline(starts_ms: &[u64], duration_ms: u64) -> MediaTimeline {
+        let url = Url::parse("http://origin.test/a.m4s").unwrap();
+        MediaTimeline {
+            segments: starts_ms
+                .iter()
+                .enumerate()
+                .map(|(i, start)| Segment {
+                    sequence: 10 + i as u64,
+                    resource: Resource {
+                        url: url.clone(),
+                        range: None,
+                    },
+                    duration: Duration::from_millis(duration_ms),
+                    start: Duration::from_millis(*start),
+                    discontinuity: false,
+                    init: None,
+                    encryption: None,
+                })
+                .collect(),
+            target_duration: Duration::from_millis(duration_ms),
+            ended: true,
+            is_live: false,
+            hold_back: Duration::ZERO,
+        }
+    }
+
+    #[test]
+    fn a_switch_resumes_with_the_segment_after_the_switch_point() {
+        let ms = Duration::from_millis;
+        // Boundaries line up: the segment starting at the switch point.
+        let t = timeline(&[0, 2000, 4000, 6000], 2000);
+        assert_eq!(resume_at(&t, ms(4000), ms(4000)), (Some(12), ms(4000)));
+        // A segment ending just after the switch point counts as played.
+        let t = timeline(&[0, 2005, 4010, 6015], 2005);
+        assert_eq!(resume_at(&t, ms(4000), ms(4000)), (Some(12), ms(4010)));
+        // A switch point inside a segment repeats its beginning; pts follow its start.
+        assert_eq!(resume_at(&t, ms(3000), ms(5000)), (Some(11), ms(4005)));
+        // Past the end: the sequence after the last, so VOD ends.
+        assert_eq!(resume_at(&t, ms(8000), ms(8000)), (Some(14), ms(8000)));
+    }
 }

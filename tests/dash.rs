@@ -1,14 +1,15 @@
 //! MPEG-DASH through meshsrc, on streams made by real packagers and served on loopback:
 //! exact bytes per pad, decoded frame counts equal to dashdemux2's, a live stream followed
-//! for a minute, and bad MPDs.
+//! for a minute, bad MPDs, and the stream collection and select-streams.
 
 mod common;
 mod dash_common;
 
 use common::{Env, MeshRun, assert_bytes_eq, run_playbin3};
 use dash_common::live_origin::{LiveAddressing, LiveConfig, LiveOrigin};
-use dash_common::{DashStream, Mode, dashsink_ts, ffmpeg_dash};
+use dash_common::{DashStream, Mode, dashsink_ts, ffmpeg_dash, ffmpeg_dash_two_languages};
 use gst::prelude::*;
+use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
 
 const SECONDS: u64 = 7;
@@ -48,20 +49,7 @@ fn assert_frames_match_dashdemux2(env: &Env, stream: &DashStream) {
     let http = env.origin.url_of(&stream.mpd);
     let mesh = env.origin.mesh_url_of(&stream.mpd);
     let reference = run_playbin3(&http, VOD_TIMEOUT, |_| {});
-    let mut ours = run_playbin3(&mesh, VOD_TIMEOUT, |_| {});
-    // Known start-up race of GStreamer 1.22's decodebin3 with two source pads that each
-    // carry a container: when the first input's collection arrives alone it is selected
-    // alone, and the other stream can be refused with not-linked (a few percent of runs
-    // under load; it affects HLS alternate audio the same way). Retry that case only.
-    for _ in 0..2 {
-        let not_linked =
-            ours.done == common::Done::Error && ours.state.errors_text().contains("not-linked");
-        if !not_linked {
-            break;
-        }
-        eprintln!("playbin3 start-up race (not-linked), retrying");
-        ours = run_playbin3(&mesh, VOD_TIMEOUT, |_| {});
-    }
+    let ours = run_playbin3(&mesh, VOD_TIMEOUT, |_| {});
     assert_eq!(
         reference.done,
         common::Done::Eos,
@@ -371,4 +359,253 @@ fn bad_mpds_end_in_a_stream_decode_error() {
         "<!DOCTYPE html><html><body>Bad gateway</body></html>",
         "HTML",
     );
+}
+
+/// A stream of a collection: id, type, flags, caps name and language code.
+#[derive(Debug, Clone, PartialEq)]
+struct Listed {
+    id: String,
+    kind: gst::StreamType,
+    flags: gst::StreamFlags,
+    caps: Option<String>,
+    language: Option<String>,
+}
+
+/// The streams of the one collection meshsrc posted.
+fn meshsrc_collection(state: &common::RunState) -> Vec<Listed> {
+    let ours: Vec<&gst::StreamCollection> = state
+        .collections
+        .iter()
+        .filter(|(from_meshsrc, _)| *from_meshsrc)
+        .map(|(_, c)| c)
+        .collect();
+    assert_eq!(ours.len(), 1, "meshsrc posted {} collections", ours.len());
+    ours[0]
+        .iter()
+        .map(|s| Listed {
+            id: s.stream_id().expect("stream id").to_string(),
+            kind: s.stream_type(),
+            flags: s.stream_flags(),
+            caps: s
+                .caps()
+                .and_then(|c| c.structure(0).map(|st| st.name().to_string())),
+            language: s.tags().and_then(|t| {
+                t.get::<gst::tags::LanguageCode>()
+                    .map(|v| v.get().to_string())
+            }),
+        })
+        .collect()
+}
+
+/// `streams-selected` messages from meshsrc: (seqnum, stream ids).
+fn meshsrc_selections(state: &common::RunState) -> Vec<(gst::Seqnum, Vec<String>)> {
+    state
+        .streams_selected
+        .iter()
+        .filter(|m| m.from_meshsrc)
+        .map(|m| (m.seqnum, m.stream_ids.clone()))
+        .collect()
+}
+
+#[test]
+fn stream_collection_lists_every_adaptation_set() {
+    let env = Env::new();
+    let two = ffmpeg_dash_two_languages(env.dir.path(), "lang", SECONDS);
+    let url = env.origin.url_of(&two.mpd);
+    let run = MeshRun::new(&url);
+    let state = run.run_to_eos(VOD_TIMEOUT);
+    assert!(
+        state.errors.is_empty() && state.warnings.is_empty(),
+        "{}",
+        state.errors_text()
+    );
+    assert_eq!(state.pad_order, ["video_00", "audio_00"]);
+
+    let listed = meshsrc_collection(&state);
+    let kinds: Vec<gst::StreamType> = listed.iter().map(|l| l.kind).collect();
+    assert_eq!(
+        kinds,
+        [
+            gst::StreamType::VIDEO,
+            gst::StreamType::AUDIO,
+            gst::StreamType::AUDIO
+        ]
+    );
+    let languages: Vec<Option<&str>> = listed.iter().map(|l| l.language.as_deref()).collect();
+    assert_eq!(languages, [None, Some("eng"), Some("fra")]);
+    let caps: Vec<Option<&str>> = listed.iter().map(|l| l.caps.as_deref()).collect();
+    assert_eq!(
+        caps,
+        [Some("video/x-h264"), Some("audio/mpeg"), Some("audio/mpeg")]
+    );
+    // The streams the pads start with are flagged SELECT; the other language is not.
+    let selected: Vec<bool> = listed
+        .iter()
+        .map(|l| l.flags.contains(gst::StreamFlags::SELECT))
+        .collect();
+    assert_eq!(selected, [true, true, false]);
+    let ids: Vec<&str> = listed.iter().map(|l| l.id.as_str()).collect();
+    assert!(
+        ids[0] != ids[1] && ids[1] != ids[2] && ids[0] != ids[2],
+        "{ids:?}"
+    );
+
+    // The default selection is announced, and each pad starts with its stream.
+    assert_eq!(
+        meshsrc_selections(&state)
+            .into_iter()
+            .map(|(_, ids)| ids)
+            .collect::<Vec<_>>(),
+        [vec![ids[0].to_string(), ids[1].to_string()]]
+    );
+    for (name, id, expected) in [
+        ("video_00", ids[0], &two.video),
+        ("audio_00", ids[1], &two.eng),
+    ] {
+        let pad = run.pad(name);
+        assert_eq!(pad.stream_starts, [(id.to_string(), 0)], "{name}");
+        assert_bytes_eq(name, &pad.data, &expected.all(), Some(&expected.sizes()));
+    }
+
+    // Stream ids are stable: the same URL lists the same ids.
+    let again = MeshRun::new(&url);
+    let state = again.run_to_eos(VOD_TIMEOUT);
+    assert_eq!(meshsrc_collection(&state), listed);
+}
+
+/// How a selection reaches meshsrc.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum SendTo {
+    /// `gst_element_send_event()` on meshsrc, as an application does.
+    Element,
+    /// Upstream from the element linked to `audio_00`, as decodebin3 forwards them.
+    Pad,
+}
+
+/// Holds `audio_00` while it pushes its third buffer (init, segment 1, segment 2), selects
+/// the French stream, lets it go: the pad then carries the French init and segments 3 on,
+/// announced by a new stream-start and answered by `streams-selected`.
+fn switch_language(send_to: SendTo) {
+    const HELD: u32 = 3;
+    let env = Env::new();
+    let two = ffmpeg_dash_two_languages(env.dir.path(), "lang", SECONDS);
+    let run = MeshRun::new(&env.origin.url_of(&two.mpd));
+    // (audio buffers seen, held, released)
+    let gate = Arc::new((Mutex::new((0u32, false, false)), Condvar::new()));
+    let probe_gate = gate.clone();
+    run.src.connect_pad_added(move |_, pad| {
+        if pad.name() != "audio_00" {
+            return;
+        }
+        let gate = probe_gate.clone();
+        pad.add_probe(gst::PadProbeType::BUFFER, move |_, _| {
+            let (lock, cond) = &*gate;
+            let mut g = lock.lock().unwrap();
+            g.0 += 1;
+            if g.0 == HELD {
+                g.1 = true;
+                cond.notify_all();
+                let deadline = Instant::now() + VOD_TIMEOUT;
+                while !g.2 && Instant::now() < deadline {
+                    g = cond.wait_timeout(g, Duration::from_millis(100)).unwrap().0;
+                }
+            }
+            gst::PadProbeReturn::Ok
+        });
+    });
+    let _ = run.play();
+    {
+        let (lock, cond) = &*gate;
+        let mut g = lock.lock().unwrap();
+        let deadline = Instant::now() + VOD_TIMEOUT;
+        while !g.1 && Instant::now() < deadline {
+            g = cond.wait_timeout(g, Duration::from_millis(100)).unwrap().0;
+        }
+        assert!(g.1, "audio_00 never reached buffer {HELD}");
+    }
+    let listed = meshsrc_collection(&run.snapshot());
+    let (video, eng, fra) = (&listed[0].id, &listed[1].id, &listed[2].id);
+    assert_eq!(listed[2].language.as_deref(), Some("fra"));
+
+    // Unknown stream ids refuse the selection and change nothing.
+    let unknown = gst::event::SelectStreams::builder([video.as_str(), "no-such-stream"]).build();
+    assert!(!run.src.send_event(unknown), "unknown stream id accepted");
+
+    let select = gst::event::SelectStreams::builder([video.as_str(), fra.as_str()]).build();
+    let seqnum = select.seqnum();
+    let handled = match send_to {
+        SendTo::Element => run.src.send_event(select),
+        SendTo::Pad => {
+            let sink = run.pipeline.by_name("sink_audio_00").expect("audio sink");
+            sink.static_pad("sink")
+                .expect("sink pad")
+                .push_event(select)
+        }
+    };
+    assert!(handled, "select-streams not handled");
+    {
+        let (lock, cond) = &*gate;
+        lock.lock().unwrap().2 = true;
+        cond.notify_all();
+    }
+    assert_eq!(run.wait_done(VOD_TIMEOUT), common::Done::Eos);
+    let state = run.snapshot();
+    assert!(
+        state.errors.is_empty() && state.warnings.is_empty(),
+        "{}",
+        state.errors_text()
+    );
+
+    // English up to the held buffer, then the French init and media from segment 3.
+    let held = HELD as usize;
+    let mut parts: Vec<Vec<u8>> = two.eng.parts[..held].to_vec();
+    parts.push(two.fra.parts[0].clone());
+    parts.extend(two.fra.parts[held..].iter().cloned());
+    assert_eq!(parts.len(), two.fra.parts.len() + 1);
+    let audio = run.pad("audio_00");
+    assert_bytes_eq(
+        "audio_00",
+        &audio.data,
+        &parts.concat(),
+        Some(&parts.iter().map(Vec::len).collect::<Vec<_>>()),
+    );
+    let switch_at: usize = two.eng.parts[..held].iter().map(Vec::len).sum();
+    assert_eq!(
+        audio.stream_starts,
+        [(eng.clone(), 0), (fra.clone(), switch_at)]
+    );
+    assert_eq!(audio.caps.len(), 2, "caps after each stream-start");
+    assert!(audio.eos);
+    // The video pad is not touched.
+    let video_pad = run.pad("video_00");
+    assert_bytes_eq(
+        "video_00",
+        &video_pad.data,
+        &two.video.all(),
+        Some(&two.video.sizes()),
+    );
+    assert_eq!(video_pad.stream_starts, [(video.clone(), 0)]);
+
+    // The default selection, then the answer to the event, with its seqnum.
+    let selections = meshsrc_selections(&state);
+    assert_eq!(selections.len(), 2, "{selections:?}");
+    assert_eq!(selections[0].1, [video.clone(), eng.clone()]);
+    assert_eq!(selections[1], (seqnum, vec![video.clone(), fra.clone()]));
+    let switches: Vec<_> = state
+        .variant_changes()
+        .into_iter()
+        .filter(|v| v.reason == "select-streams")
+        .collect();
+    assert_eq!(switches.len(), 1, "{switches:?}");
+    assert_eq!(switches[0].pad_name, "audio_00");
+}
+
+#[test]
+fn select_streams_switches_the_audio_language() {
+    switch_language(SendTo::Element);
+}
+
+#[test]
+fn select_streams_upstream_from_the_pad_switches_the_audio_language() {
+    switch_language(SendTo::Pad);
 }

@@ -197,10 +197,7 @@ fn harness_origin_live_window() {
             window: 3,
             start_segments: 5,
             segment_duration: Duration::from_millis(400),
-            looped: true,
-            end_after: None,
-            hold_back: None,
-            corrupt: false,
+            ..Default::default()
         },
     );
     let mut c = connect(o);

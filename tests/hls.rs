@@ -402,3 +402,122 @@ fn hls_playbin3_fmp4_frames_match_hlsdemux2() {
     let st = hls_fmp4_vod(&env.path("fmp4"));
     frames_vs_hlsdemux2(&st, &env);
 }
+
+/// Alternate audio renditions are streams of the collection, and select-streams switches
+/// `audio_00` to another language from the segment after the one it was pushing.
+#[test]
+fn hls_select_streams_switches_the_audio_rendition() {
+    use std::sync::{Arc, Condvar, Mutex};
+    const HELD: u32 = 2;
+    let env = Env::new();
+    let st = hls_two_languages(&env.path("lang"));
+    let (video, eng, fra) = (
+        expected_media(&st.media[0]),
+        expected_media(&st.media[1]),
+        expected_media(&st.media[2]),
+    );
+    let run = MeshRun::new(&env.origin.url_of(&st.playlist));
+    // (audio buffers seen, held, released)
+    let gate = Arc::new((Mutex::new((0u32, false, false)), Condvar::new()));
+    let probe_gate = gate.clone();
+    run.src.connect_pad_added(move |_, pad| {
+        if pad.name() != "audio_00" {
+            return;
+        }
+        let gate = probe_gate.clone();
+        pad.add_probe(gst::PadProbeType::BUFFER, move |_, _| {
+            let (lock, cond) = &*gate;
+            let mut g = lock.lock().unwrap();
+            g.0 += 1;
+            if g.0 == HELD {
+                g.1 = true;
+                cond.notify_all();
+                let deadline = std::time::Instant::now() + VOD_TIMEOUT;
+                while !g.2 && std::time::Instant::now() < deadline {
+                    g = cond
+                        .wait_timeout(g, std::time::Duration::from_millis(100))
+                        .unwrap()
+                        .0;
+                }
+            }
+            gst::PadProbeReturn::Ok
+        });
+    });
+    let _ = run.play();
+    assert!(
+        run.wait_until(VOD_TIMEOUT, |_| gate.0.lock().unwrap().1),
+        "audio_00 never reached buffer {HELD}"
+    );
+    let state = run.snapshot();
+    let collections: Vec<&gst::StreamCollection> = state
+        .collections
+        .iter()
+        .filter(|(from_meshsrc, _)| *from_meshsrc)
+        .map(|(_, c)| c)
+        .collect();
+    assert_eq!(collections.len(), 1);
+    let streams: Vec<gst::Stream> = collections[0].iter().collect();
+    let kinds: Vec<gst::StreamType> = streams.iter().map(|s| s.stream_type()).collect();
+    assert_eq!(
+        kinds,
+        [
+            gst::StreamType::VIDEO,
+            gst::StreamType::AUDIO,
+            gst::StreamType::AUDIO
+        ]
+    );
+    let language = |s: &gst::Stream| {
+        s.tags().and_then(|t| {
+            t.get::<gst::tags::LanguageCode>()
+                .map(|v| v.get().to_string())
+        })
+    };
+    let languages: Vec<Option<String>> = streams.iter().map(language).collect();
+    assert_eq!(
+        languages,
+        [None, Some("eng".to_string()), Some("fra".to_string())]
+    );
+    let ids: Vec<String> = streams
+        .iter()
+        .map(|s| s.stream_id().unwrap().to_string())
+        .collect();
+
+    let select = gst::event::SelectStreams::builder([ids[0].as_str(), ids[2].as_str()]).build();
+    let seqnum = select.seqnum();
+    assert!(run.src.send_event(select), "select-streams not handled");
+    {
+        let (lock, cond) = &*gate;
+        lock.lock().unwrap().2 = true;
+        cond.notify_all();
+    }
+    assert_eq!(run.wait_done(VOD_TIMEOUT), Done::Eos);
+    let state = run.snapshot();
+    ok_only(&state);
+    assert!(state.warnings.is_empty(), "{}", state.errors_text());
+
+    let held = HELD as usize;
+    let mut parts: Vec<Vec<u8>> = eng.segments[..held].to_vec();
+    parts.extend(fra.segments[held..].iter().cloned());
+    let audio = &state.pads["audio_00"];
+    assert_bytes_eq(
+        "audio_00",
+        &audio.data,
+        &parts.concat(),
+        Some(&parts.iter().map(Vec::len).collect::<Vec<_>>()),
+    );
+    let switch_at: usize = eng.segments[..held].iter().map(Vec::len).sum();
+    assert_eq!(
+        audio.stream_starts,
+        [(ids[1].clone(), 0), (ids[2].clone(), switch_at)]
+    );
+    assert_pad_matches("video_00", &state.pads["video_00"].data, &video);
+    let selected: Vec<(gst::Seqnum, Vec<String>)> = state
+        .streams_selected
+        .iter()
+        .filter(|m| m.from_meshsrc)
+        .map(|m| (m.seqnum, m.stream_ids.clone()))
+        .collect();
+    assert_eq!(selected.len(), 2, "{selected:?}");
+    assert_eq!(selected[0].1, [ids[0].clone(), ids[1].clone()]);
+    assert_eq!(selected[1], (seqnum, vec![ids[0].clone(), ids[2].clone()]));
+}

@@ -11,15 +11,8 @@ use gst::prelude::*;
 const LIVE: &str = "live.m3u8";
 
 fn cfg() -> LiveConfig {
-    LiveConfig {
-        window: 6,
-        start_segments: 10,
-        segment_duration: Duration::from_secs(2),
-        looped: true,
-        end_after: None,
-        hold_back: None,
-        corrupt: false,
-    }
+    // A looping 6-segment window of 2 s segments, 10 available at the start.
+    LiveConfig::default()
 }
 
 /// Env with a `secs`-long TS VOD (hlssink2) served as live playlist `/live.m3u8`.

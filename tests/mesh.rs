@@ -31,8 +31,8 @@ fn live_config(segments: u64, corrupt: bool) -> LiveConfig {
         segment_duration: Duration::from_secs(SEGMENT_SECS),
         looped: false,
         end_after: Some(10 + segments),
-        hold_back: None,
         corrupt,
+        ..Default::default()
     }
 }
 
@@ -118,6 +118,42 @@ impl Viewer {
         }
         panic!(
             "{} still running after {timeout:?}:\n{}",
+            self.name,
+            self.log()
+        );
+    }
+
+    /// Sends a signal (`STOP`, `CONT`) to the viewer's process.
+    fn signal(&self, name: &str) {
+        let status = Command::new("kill")
+            .args([format!("-{name}"), self.child.id().to_string()])
+            .status()
+            .expect("run kill");
+        assert!(status.success(), "kill -{name} {}", self.name);
+    }
+
+    /// Waits until two successive `mesh-statistics` messages show `bytes-uploaded` growing.
+    fn wait_until_uploading(&self, timeout: Duration) {
+        let started = Instant::now();
+        let mut last: Option<(usize, u64)> = None;
+        while started.elapsed() < timeout {
+            let text = std::fs::read_to_string(&self.messages).unwrap_or_default();
+            let lines: Vec<&str> = text
+                .lines()
+                .filter(|l| l.contains("mesh-statistics,"))
+                .collect();
+            if let Some(line) = lines.last() {
+                let uploaded = Stats::parse(line).bytes_uploaded;
+                match last {
+                    Some((count, before)) if lines.len() > count && uploaded > before => return,
+                    Some((count, _)) if lines.len() == count => {}
+                    _ => last = Some((lines.len(), uploaded)),
+                }
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        panic!(
+            "{} uploaded nothing for {timeout:?}:\n{}",
             self.name,
             self.log()
         );
@@ -411,12 +447,15 @@ fn tracker_down_warns_and_plays_from_the_cdn() {
     assert!(s.segments_cdn > 0);
 }
 
-/// A seeder capped at 24 kB/s serves a later viewer too slowly: the later viewer's scheduler
-/// hands the transfers to the CDN with Range requests from the first missing byte; then the
-/// seeder is killed mid-stream. The later viewer's output stays exact.
+/// A seeder capped at 24 kB/s serves a later viewer, which holds playback 20 s behind the edge
+/// so the slow transfers fit its deadlines. While the seeder is uploading it is frozen
+/// (SIGSTOP): the later viewer's transfer stalls, and the scheduler completes it over HTTP with
+/// a Range request from the first missing byte. Then the seeder is killed. A transfer caught
+/// before its first byte is completed by a plain GET instead, so the freeze is retried (at most
+/// five times) until one is caught mid-way. The later viewer's output stays exact.
 #[test]
-fn slow_or_killed_peer_transfer_is_completed_by_http_range() {
-    let segments = 14;
+fn killed_peer_transfer_is_completed_by_http_range() {
+    let segments = 16;
     let env = live_env(segments);
     let tracker = TrackerProcess::start(TrackerKind::Bundled);
     let location = env.origin.url(LIVE);
@@ -424,41 +463,45 @@ fn slow_or_killed_peer_transfer_is_completed_by_http_range() {
     seeder_props.push("max-upload-rate=24000".into());
     let mut seeder = Viewer::spawn(&env, "seeder", &location, &seeder_props);
     std::thread::sleep(Duration::from_secs(5));
-    let mut late = Viewer::spawn(
-        &env,
-        "late",
-        &location,
-        &mesh_properties(&env, &tracker.url),
-    );
-    std::thread::sleep(Duration::from_secs(14));
+    let mut late_props = mesh_properties(&env, &tracker.url);
+    late_props.push("live-delay=20000000000".into());
+    let mut late = Viewer::spawn(&env, "late", &location, &late_props);
+
+    let mut resumed = Vec::new();
+    for attempt in 1..=5 {
+        seeder.wait_until_uploading(Duration::from_secs(30));
+        let frozen_at = Instant::now();
+        seeder.signal("STOP");
+        // Past the 1.5 s stall timeout, plus the HTTP request.
+        std::thread::sleep(Duration::from_secs(4));
+        resumed = resumed_requests(&env.origin, frozen_at);
+        eprintln!("freeze {attempt}: requests resumed from a byte offset: {resumed:?}");
+        if !resumed.is_empty() {
+            break;
+        }
+        seeder.signal("CONT");
+    }
     seeder.kill();
     late.wait(Duration::from_secs(90));
     assert_live_exact(&env.origin, "late", &late.output(), 10 + segments - 1);
-    let resumed: Vec<RequestRecord> = env
-        .origin
-        .log()
-        .into_iter()
-        .filter(|r| r.path.contains("/seg_") && (r.status == 206))
-        .filter(|r| {
-            r.range
-                .as_deref()
-                .and_then(|h| h.strip_prefix("bytes="))
-                .and_then(|h| h.split('-').next())
-                .and_then(|n| n.parse::<u64>().ok())
-                .is_some_and(|from| from > 0)
-        })
-        .collect();
-    let s = late.stats();
-    eprintln!(
-        "late: {s:?}; resumed requests: {:?}",
-        resumed
-            .iter()
-            .map(|r| (&r.path, &r.range))
-            .collect::<Vec<_>>()
-    );
     assert!(
         !resumed.is_empty(),
-        "no transfer was completed with an HTTP Range request"
+        "no frozen transfer was completed with an HTTP Range request"
     );
-    assert!(s.bytes_p2p > 0, "the seeder served nothing");
+    assert!(late.stats().bytes_p2p > 0, "the seeder served nothing");
+}
+
+/// Segment requests received after `since` that start past the first byte:
+/// `(path, Range header)`.
+fn resumed_requests(origin: &Origin, since: Instant) -> Vec<(String, String)> {
+    origin
+        .log()
+        .into_iter()
+        .filter(|r| r.at >= since && r.path.contains("/seg_") && r.status == 206)
+        .filter_map(|r| {
+            let range = r.range?;
+            let from = range.strip_prefix("bytes=")?.split('-').next()?;
+            (from.parse::<u64>().ok()? > 0).then_some((r.path, range))
+        })
+        .collect()
 }

@@ -149,9 +149,37 @@ impl Peer {
         (offers, incomplete.expect("incomplete count"))
     }
 
+    /// Waits for the offer or answer the tracker relays to this peer in `info_hash`.
+    async fn relayed(&mut self, info_hash: &InfoHash, kind: Relayed) -> RemoteSdp {
+        self.until(|o| match (o, kind) {
+            (
+                TrackerOutput::RemoteOffer {
+                    info_hash: h,
+                    remote,
+                },
+                Relayed::Offer,
+            )
+            | (
+                TrackerOutput::RemoteAnswer {
+                    info_hash: h,
+                    remote,
+                },
+                Relayed::Answer,
+            ) if h == info_hash => Some(remote.clone()),
+            _ => None,
+        })
+        .await
+    }
+
     fn peer_id(&self) -> PeerId {
         self.client.peer_id().clone()
     }
+}
+
+#[derive(Debug, Clone, Copy)]
+enum Relayed {
+    Offer,
+    Answer,
 }
 
 /// A offers, B answers, through the tracker at `url`.
@@ -168,15 +196,7 @@ async fn offer_answer_exchange(url: &str) {
     assert_eq!(offers.len(), 1);
     let offer_id = offers[0].offer_id.clone();
 
-    let offer = b
-        .until(|o| match o {
-            TrackerOutput::RemoteOffer {
-                info_hash: h,
-                remote,
-            } if *h == info_hash => Some(remote.clone()),
-            _ => None,
-        })
-        .await;
+    let offer = b.relayed(&info_hash, Relayed::Offer).await;
     assert_eq!(
         offer,
         RemoteSdp {
@@ -196,15 +216,7 @@ async fn offer_answer_exchange(url: &str) {
         .await;
     assert!(outputs.is_empty(), "{outputs:?}");
 
-    let answer = a
-        .until(|o| match o {
-            TrackerOutput::RemoteAnswer {
-                info_hash: h,
-                remote,
-            } if *h == info_hash => Some(remote.clone()),
-            _ => None,
-        })
-        .await;
+    let answer = a.relayed(&info_hash, Relayed::Answer).await;
     assert_eq!(
         answer,
         RemoteSdp {

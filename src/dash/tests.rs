@@ -805,6 +805,11 @@ fn tracks_limits_roles_and_alternatives() {
     // The other audio language is an alternative; the image set is not.
     let alternatives = alternative_tracks(&m, &opts, epoch());
     assert_eq!(alternatives.len(), 1);
+    assert_eq!(alternatives[0].id, "fr");
+    let p = presentation(&m, &opts, epoch()).unwrap();
+    assert_eq!(p.alternatives, alternatives);
+    let ids: Vec<&str> = p.tracks.iter().map(|t| t.id.as_str()).collect();
+    assert_eq!(ids, ["v", "en", "subs"]);
     assert_eq!(alternatives[0].kind, TrackKind::Audio);
     assert_eq!(
         alternatives[0].renditions[0].language.as_deref(),

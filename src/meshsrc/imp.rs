@@ -1,4 +1,4 @@
-use super::streamsrc::StreamSrc;
+use super::streamsrc::{PadStreams, StreamSrc};
 use crate::abr::AbrConfig;
 use crate::dash::DashOptions;
 use crate::delivery::{MeshConfig, StatsSnapshot};
@@ -7,14 +7,16 @@ use crate::fetch::HttpConfig;
 use crate::mesh::signalling::SignallingConfig;
 use crate::mesh::tracker::TrackerConfig;
 use crate::mesh::transport::{TransportConfig, parse_turn_server};
-use crate::model::{Rendition, TrackKind};
+use crate::model::{Rendition, Track, TrackKind};
 use crate::runtime::RUNTIME;
 use crate::scheduler::SchedulerConfig;
-use crate::session::{MeshSessionConfig, Session, SessionConfig, SessionEvent, TrackOutput};
+use crate::session::{
+    MeshSessionConfig, Session, SessionConfig, SessionEvent, TrackControl, TrackOutput,
+};
 use gst::glib;
 use gst::prelude::*;
 use gst::subclass::prelude::*;
-use std::sync::{LazyLock, Mutex};
+use std::sync::{Arc, LazyLock, Mutex};
 use std::time::Duration;
 use tokio::sync::mpsc;
 use url::Url;
@@ -32,7 +34,9 @@ const DEFAULT_MAX_BUFFERING_TIME: u64 = 30 * 1_000_000_000;
 const DEFAULT_MAX_RETRIES: i32 = 3;
 const DEFAULT_TIMEOUT: u32 = 15;
 const DEFAULT_MAX_PEERS: u32 = 10;
-const DEFAULT_CACHE_SIZE: u64 = 32 * 1024 * 1024;
+// About 14 live segments of 2 s at 2.3 Mbit/s: enough for peers near the edge, small
+// enough for set-top boxes.
+const DEFAULT_CACHE_SIZE: u64 = 8 * 1024 * 1024;
 const STATS_INTERVAL: Duration = Duration::from_secs(1);
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, glib::Enum)]
@@ -217,6 +221,33 @@ impl Settings {
 struct Output {
     src: StreamSrc,
     ghost: gst::GhostPad,
+    kind: TrackKind,
+    control: Arc<TrackControl>,
+    /// `Track::id` of the track the pad plays, or switches to after a stream selection.
+    track: String,
+}
+
+/// A track of the stream collection.
+struct Choice {
+    stream: gst::Stream,
+    track: Track,
+}
+
+/// The stream collection and the stream selection (GST_EVENT_SELECT_STREAMS).
+struct Selection {
+    collection: gst::StreamCollection,
+    /// Every stream of the collection.
+    choices: Vec<Choice>,
+    /// The last select-streams event handled.
+    seqnum: Option<gst::Seqnum>,
+    /// A selection whose pads have not all started their new streams yet.
+    pending: Option<PendingSelection>,
+}
+
+struct PendingSelection {
+    seqnum: gst::Seqnum,
+    /// Indexes into the outputs of the pads still to start their new stream.
+    waiting: Vec<usize>,
 }
 
 #[derive(Default)]
@@ -230,6 +261,7 @@ enum State {
         events: tokio::task::JoinHandle<()>,
         stats_ticker: tokio::task::JoinHandle<()>,
         outputs: Vec<Output>,
+        selection: Option<Selection>,
     },
 }
 
@@ -574,6 +606,16 @@ impl ElementImpl for MeshSrc {
         TEMPLATES.as_ref()
     }
 
+    fn send_event(&self, event: gst::Event) -> bool {
+        match event.view() {
+            gst::EventView::SelectStreams(select) => {
+                let ids: Vec<String> = select.streams().iter().map(|s| s.to_string()).collect();
+                self.select_streams(&ids, event.seqnum())
+            }
+            _ => self.parent_send_event(event),
+        }
+    }
+
     fn change_state(
         &self,
         transition: gst::StateChange,
@@ -659,6 +701,7 @@ impl MeshSrc {
             events,
             stats_ticker,
             outputs: Vec::new(),
+            selection: None,
         };
         Ok(())
     }
@@ -695,7 +738,10 @@ impl MeshSrc {
             return;
         }
         match event {
-            SessionEvent::Tracks(tracks) => self.expose(generation, tracks),
+            SessionEvent::Tracks {
+                outputs,
+                alternatives,
+            } => self.expose(generation, outputs, alternatives),
             SessionEvent::RenditionChanged {
                 track,
                 rendition,
@@ -770,102 +816,144 @@ impl MeshSrc {
         let _ = obj.post_message(gst::message::Element::builder(structure).src(&*obj).build());
     }
 
-    /// Adds one internal source and ghost pad per track, then signals no-more-pads.
-    fn expose(&self, generation: u64, tracks: Vec<TrackOutput>) {
+    /// Adds one internal source and ghost pad per track, posts the stream collection (every
+    /// track, the alternatives included) and the initial selection, then signals
+    /// no-more-pads.
+    fn expose(&self, generation: u64, tracks: Vec<TrackOutput>, alternatives: Vec<Track>) {
         let obj = self.obj();
         let group_id = gst::GroupId::next();
-        let mut counters = [0u32; 3];
-        let named: Vec<(String, gst::Stream, TrackOutput)> = tracks
-            .into_iter()
-            .map(|t| {
-                let (slot, stream_type) = match t.kind {
-                    TrackKind::Video if t.track.muxed => {
-                        (0, gst::StreamType::VIDEO | gst::StreamType::AUDIO)
-                    }
-                    TrackKind::Video => (0, gst::StreamType::VIDEO),
-                    TrackKind::Audio => (1, gst::StreamType::AUDIO),
-                    TrackKind::Subtitle => (2, gst::StreamType::TEXT),
-                };
-                let name = format!("{}_{:02}", t.kind.pad_prefix(), counters[slot]);
-                counters[slot] += 1;
-                let stream_id = format!("{}/{}", obj.name(), name);
-                let stream = gst::Stream::new(
-                    Some(&stream_id),
-                    None,
-                    stream_type,
-                    gst::StreamFlags::empty(),
-                );
-                if let Some(lang) = t.track.renditions.first().and_then(|r| r.language.clone()) {
-                    let mut tags = gst::TagList::new();
-                    tags.get_mut()
-                        .expect("new tag list is writable")
-                        .add::<gst::tags::LanguageCode>(&lang.as_str(), gst::TagMergeMode::Replace);
-                    stream.set_tags(Some(&tags));
-                }
-                (name, stream, t)
-            })
-            .collect();
-        let collection = gst::StreamCollection::builder(Some(
-            &lock(&self.settings).location.clone().unwrap_or_default(),
-        ))
-        .streams(named.iter().map(|(_, s, _)| s.clone()))
-        .build();
+        let location = lock(&self.settings).location.clone().unwrap_or_default();
+        let id_base = stream_id_base(&location);
 
+        // The collection: each pad's track, then the tracks a selection can switch it to.
+        let mut choices = Vec::new();
+        for t in &tracks {
+            choices.push(Choice {
+                stream: stream_of(&id_base, &t.track, t.initial_rendition, true),
+                track: t.track.clone(),
+            });
+            for alt in alternatives.iter().filter(|a| a.kind == t.kind) {
+                if choices
+                    .iter()
+                    .any(|c| c.track.kind == alt.kind && c.track.id == alt.id)
+                {
+                    continue;
+                }
+                choices.push(Choice {
+                    stream: stream_of(&id_base, alt, alt.default_rendition, false),
+                    track: alt.clone(),
+                });
+            }
+        }
+        let collection = gst::StreamCollection::builder(Some(&location))
+            .streams(choices.iter().map(|c| c.stream.clone()))
+            .build();
+        // Several pads of one stream each: answer decodebin3's SELECTABLE query and put the
+        // whole collection on every pad, as adaptivedemux2 does. Otherwise GStreamer 1.22's
+        // decodebin3 selects each pad's stream as its collection arrives, and playbin3, on a
+        // late streams-selected of the first alone, unlinks the other's output (not-linked).
+        let selectable = tracks.len() > 1 && tracks.iter().all(|t| !t.track.muxed);
+
+        let mut counters = [0u32; 3];
         let mut outputs = Vec::new();
         let mut initial_choices = Vec::new();
-        for (name, stream, track) in named {
+        for track in tracks {
+            let slot = match track.kind {
+                TrackKind::Video => 0,
+                TrackKind::Audio => 1,
+                TrackKind::Subtitle => 2,
+            };
+            let name = format!("{}_{:02}", track.kind.pad_prefix(), counters[slot]);
+            counters[slot] += 1;
             if let Some(rendition) = track.track.renditions.get(track.initial_rendition) {
                 initial_choices.push((name.clone(), rendition.clone()));
             }
-            let src = StreamSrc::new(&format!("{name}-src"), track, stream, group_id);
-            let prefix = name.rsplit_once('_').map_or("video", |(p, _)| p);
+            let streams = choices
+                .iter()
+                .filter(|c| c.track.kind == track.kind)
+                .map(|c| (c.track.id.clone(), c.stream.clone()))
+                .collect();
+            let kind = track.kind;
+            let control = track.control.clone();
+            let track_id = track.track.id.clone();
+            let src = StreamSrc::new(
+                &format!("{name}-src"),
+                track,
+                PadStreams {
+                    streams,
+                    collection: collection.clone(),
+                    group_id,
+                    selectable,
+                },
+            );
             let templ = obj
-                .pad_template(&format!("{prefix}_%02u"))
+                .pad_template(&format!("{}_%02u", kind.pad_prefix()))
                 .expect("template exists");
             let ghost = gst::GhostPad::builder_from_template(&templ)
                 .name(name.as_str())
                 .build();
-            outputs.push(Output { src, ghost });
+            outputs.push(Output {
+                src,
+                ghost,
+                kind,
+                control,
+                track: track_id,
+            });
         }
+        let selected: Vec<gst::Stream> = outputs
+            .iter()
+            .filter_map(|o| stream_for(&choices, o))
+            .collect();
         // Register the outputs first so stop() removes them even if we are interrupted here.
+        let ghosts: Vec<gst::GhostPad> = outputs.iter().map(|o| o.ghost.clone()).collect();
+        let srcs: Vec<StreamSrc> = outputs.iter().map(|o| o.src.clone()).collect();
         {
             let mut state = lock(&self.state);
             match &mut *state {
                 State::Running {
                     generation: g,
                     outputs: slot,
+                    selection,
                     ..
                 } if *g == generation => {
-                    slot.extend(outputs.iter().map(|o| Output {
-                        src: o.src.clone(),
-                        ghost: o.ghost.clone(),
-                    }));
+                    slot.extend(outputs);
+                    *selection = Some(Selection {
+                        collection: collection.clone(),
+                        choices,
+                        seqnum: None,
+                        pending: None,
+                    });
                 }
                 _ => return,
             }
         }
-        for output in &outputs {
-            let target = output
-                .src
-                .static_pad("src")
-                .expect("push sources have a src pad");
+        for (index, (src, ghost)) in srcs.iter().zip(&ghosts).enumerate() {
+            let target = src.static_pad("src").expect("push sources have a src pad");
             let exposed = obj
-                .add(&output.src)
-                .and_then(|_| output.ghost.set_target(Some(&target)))
-                .and_then(|_| output.ghost.set_active(true))
-                .and_then(|_| obj.add_pad(&output.ghost));
+                .add(src)
+                .and_then(|_| ghost.set_target(Some(&target)))
+                .and_then(|_| ghost.set_active(true))
+                .and_then(|_| obj.add_pad(ghost));
             if let Err(e) = exposed {
                 gst::element_imp_error!(
                     self,
                     gst::CoreError::Pad,
-                    ("Cannot expose pad {}: {}", output.ghost.name(), e)
+                    ("Cannot expose pad {}: {}", ghost.name(), e)
                 );
                 return;
             }
-            Self::drop_when_unlinked(&output.src, &output.ghost);
+            Self::drop_when_unlinked(src, ghost);
+            self.watch_stream_starts(&target, index);
         }
         let _ = obj.post_message(
             gst::message::StreamCollection::builder(&collection)
+                .src(&*obj)
+                .build(),
+        );
+        // The default selection, as adaptivedemux2 announces it.
+        let _ = obj.post_message(
+            gst::message::StreamsSelected::builder(&collection)
+                .streams(selected)
                 .src(&*obj)
                 .build(),
         );
@@ -873,12 +961,147 @@ impl MeshSrc {
         for (pad_name, rendition) in &initial_choices {
             self.post_variant_changed(pad_name, rendition, "initial");
         }
-        let ghosts: Vec<gst::GhostPad> = outputs.iter().map(|o| o.ghost.clone()).collect();
         self.post_statistics_at_eos(&ghosts);
-        for output in &outputs {
-            let _ = output.src.sync_state_with_parent();
+        for src in &srcs {
+            let _ = src.sync_state_with_parent();
         }
         obj.no_more_pads();
+    }
+
+    /// Handles GST_EVENT_SELECT_STREAMS as adaptivedemux2 does: unknown stream ids refuse
+    /// the whole selection; each pad switches to the selected stream of its kind from the
+    /// segment after the one it last output, and `streams-selected` follows once every
+    /// switched pad has started its new stream. A kind left out keeps its stream (the pads
+    /// are fixed once exposed); of several streams of one kind the first one counts.
+    fn select_streams(&self, ids: &[String], seqnum: gst::Seqnum) -> bool {
+        let mut switches = Vec::new();
+        let ready = {
+            let mut state = lock(&self.state);
+            let State::Running {
+                outputs,
+                selection: Some(selection),
+                ..
+            } = &mut *state
+            else {
+                gst::warning!(
+                    CAT,
+                    imp = self,
+                    "select-streams before the stream collection"
+                );
+                return false;
+            };
+            if selection.seqnum == Some(seqnum) {
+                return true;
+            }
+            let mut chosen = Vec::new();
+            for id in ids {
+                let Some(choice) = selection
+                    .choices
+                    .iter()
+                    .find(|c| c.stream.stream_id().is_some_and(|s| s.as_str() == id))
+                else {
+                    gst::warning!(CAT, imp = self, "select-streams: unknown stream id {id:?}");
+                    return false;
+                };
+                chosen.push(choice);
+            }
+            selection.seqnum = Some(seqnum);
+            let mut waiting = Vec::new();
+            for (index, output) in outputs.iter_mut().enumerate() {
+                let mut of_kind = chosen.iter().filter(|c| c.track.kind == output.kind);
+                let Some(choice) = of_kind.next() else {
+                    continue;
+                };
+                if of_kind.next().is_some() {
+                    gst::info!(
+                        CAT,
+                        imp = self,
+                        "{} plays one stream: {:?}",
+                        output.ghost.name(),
+                        choice.stream.stream_id()
+                    );
+                }
+                if choice.track.id == output.track {
+                    continue;
+                }
+                gst::info!(
+                    CAT,
+                    imp = self,
+                    "{} switches to {:?}",
+                    output.ghost.name(),
+                    choice.stream.stream_id()
+                );
+                output.track = choice.track.id.clone();
+                switches.push((output.control.clone(), choice.track.clone()));
+                // A pad past EOS starts the new stream only after a seek back.
+                let eos = output
+                    .src
+                    .static_pad("src")
+                    .is_some_and(|p| p.pad_flags().contains(gst::PadFlags::EOS));
+                if !eos {
+                    waiting.push(index);
+                }
+            }
+            if waiting.is_empty() {
+                selection.pending = None;
+                Some(streams_selected(&self.obj(), selection, outputs, seqnum))
+            } else {
+                selection.pending = Some(PendingSelection { seqnum, waiting });
+                None
+            }
+        };
+        for (control, track) in switches {
+            control.switch_track(track);
+        }
+        if let Some(message) = ready {
+            let _ = self.obj().post_message(message);
+        }
+        true
+    }
+
+    /// Completes a pending selection when a switched pad starts its new stream.
+    fn watch_stream_starts(&self, pad: &gst::Pad, index: usize) {
+        let weak = self.obj().downgrade();
+        pad.add_probe(gst::PadProbeType::EVENT_DOWNSTREAM, move |_, info| {
+            if let Some(gst::PadProbeData::Event(event)) = &info.data
+                && let gst::EventView::StreamStart(start) = event.view()
+                && let Some(obj) = weak.upgrade()
+            {
+                obj.imp().stream_started(index, start.stream_id());
+            }
+            gst::PadProbeReturn::Ok
+        });
+    }
+
+    fn stream_started(&self, index: usize, stream_id: &str) {
+        let message = {
+            let mut state = lock(&self.state);
+            let State::Running {
+                outputs,
+                selection: Some(selection),
+                ..
+            } = &mut *state
+            else {
+                return;
+            };
+            let Some(pending) = &mut selection.pending else {
+                return;
+            };
+            let expected = outputs
+                .get(index)
+                .and_then(|o| stream_for(&selection.choices, o));
+            if expected.and_then(|s| s.stream_id()).as_deref() != Some(stream_id) {
+                return;
+            }
+            pending.waiting.retain(|i| *i != index);
+            if !pending.waiting.is_empty() {
+                return;
+            }
+            let seqnum = pending.seqnum;
+            selection.pending = None;
+            streams_selected(&self.obj(), selection, outputs, seqnum)
+        };
+        let _ = self.obj().post_message(message);
     }
 
     /// A pad nobody linked (say audio_00 under `meshsrc ! decodebin`) must not stop the
@@ -899,7 +1122,8 @@ impl MeshSrc {
                     .any(|p| p != ghost.upcast_ref::<gst::Pad>() && p.is_linked())
             });
             if sibling_linked {
-                gst::PadProbeReturn::Drop
+                // Handled, not Drop: GStreamer 1.22 unrefs dropped items itself.
+                gst::PadProbeReturn::Handled
             } else {
                 gst::PadProbeReturn::Ok
             }
@@ -952,6 +1176,128 @@ impl MeshSrc {
             }
         }
     }
+}
+
+/// The stream of the track `output` plays (or switches to).
+fn stream_for(choices: &[Choice], output: &Output) -> Option<gst::Stream> {
+    choices
+        .iter()
+        .find(|c| c.track.kind == output.kind && c.track.id == output.track)
+        .map(|c| c.stream.clone())
+}
+
+/// `streams-selected` for the streams the pads now play, answering select-streams `seqnum`.
+fn streams_selected(
+    src: &super::MeshSrc,
+    selection: &Selection,
+    outputs: &[Output],
+    seqnum: gst::Seqnum,
+) -> gst::Message {
+    let streams: Vec<gst::Stream> = outputs
+        .iter()
+        .filter_map(|o| stream_for(&selection.choices, o))
+        .collect();
+    gst::message::StreamsSelected::builder(&selection.collection)
+        .streams(streams)
+        .seqnum(seqnum)
+        .src(src)
+        .build()
+}
+
+/// The common part of this presentation's stream ids: the SHA-256 of the manifest URL, as
+/// `gst_pad_create_stream_id()` does with a source's URI, so ids are the same every run.
+fn stream_id_base(location: &str) -> String {
+    use sha2::Digest;
+    hex::encode(sha2::Sha256::digest(location.as_bytes()))
+}
+
+/// The collection's stream for `track`: type, flags, caps from its codec when there is one,
+/// and language and name tags.
+fn stream_of(id_base: &str, track: &Track, rendition: usize, selected: bool) -> gst::Stream {
+    let stream_type = match track.kind {
+        TrackKind::Video if track.muxed => gst::StreamType::VIDEO | gst::StreamType::AUDIO,
+        TrackKind::Video => gst::StreamType::VIDEO,
+        TrackKind::Audio => gst::StreamType::AUDIO,
+        TrackKind::Subtitle => gst::StreamType::TEXT,
+    };
+    let mut flags = gst::StreamFlags::empty();
+    if selected {
+        flags |= gst::StreamFlags::SELECT;
+    }
+    if track.kind == TrackKind::Subtitle {
+        flags |= gst::StreamFlags::SPARSE;
+    }
+    let rendition = track.renditions.get(rendition).or(track.renditions.first());
+    let caps = rendition
+        .and_then(|r| r.codecs.as_deref())
+        .and_then(codec_caps);
+    let id = format!("{id_base}/{}-{}", track.kind.pad_prefix(), track.id);
+    let stream = gst::Stream::new(Some(&id), caps.as_ref(), stream_type, flags);
+    let mut tags = gst::TagList::new();
+    {
+        let tags = tags.get_mut().expect("new tag list is writable");
+        if let Some(lang) = rendition.and_then(|r| r.language.as_deref()) {
+            let primary = lang.split(['-', '_']).next().unwrap_or(lang);
+            if (2..=3).contains(&primary.len()) && primary.chars().all(|c| c.is_ascii_alphabetic())
+            {
+                let code = primary.to_ascii_lowercase();
+                tags.add::<gst::tags::LanguageCode>(&code.as_str(), gst::TagMergeMode::Replace);
+            }
+            if !lang.eq_ignore_ascii_case(primary) || primary.len() > 3 {
+                tags.add::<gst::tags::LanguageName>(&lang, gst::TagMergeMode::Replace);
+            }
+        }
+        if let Some(name) = rendition.and_then(|r| r.name.as_deref()) {
+            tags.add::<gst::tags::Title>(&name, gst::TagMergeMode::Replace);
+        }
+    }
+    if tags.n_tags() > 0 {
+        stream.set_tags(Some(&tags));
+    }
+    stream
+}
+
+/// Elementary caps for a single RFC 6381 codec string, as dashdemux2 gives its tracks;
+/// None for lists (muxed content) and unknown codecs.
+fn codec_caps(codecs: &str) -> Option<gst::Caps> {
+    let mut list = codecs.split(',').map(str::trim).filter(|c| !c.is_empty());
+    let codec = list.next()?;
+    if list.next().is_some() {
+        return None;
+    }
+    let (fourcc, rest) = codec.split_once('.').unwrap_or((codec, ""));
+    let caps = match fourcc {
+        "avc1" | "avc3" => gst::Caps::builder("video/x-h264")
+            .field("stream-format", fourcc)
+            .field("alignment", "au")
+            .build(),
+        "hvc1" | "hev1" => gst::Caps::builder("video/x-h265")
+            .field("stream-format", fourcc)
+            .field("alignment", "au")
+            .build(),
+        "vp09" => gst::Caps::new_empty_simple("video/x-vp9"),
+        "vp08" | "vp8" => gst::Caps::new_empty_simple("video/x-vp8"),
+        "av01" => gst::Caps::new_empty_simple("video/x-av1"),
+        "mp4a" if matches!(rest, "69" | "6B" | "6b" | "40.34") => gst::Caps::builder("audio/mpeg")
+            .field("mpegversion", 1i32)
+            .field("layer", 3i32)
+            .build(),
+        "mp4a" => gst::Caps::builder("audio/mpeg")
+            .field("mpegversion", 4i32)
+            .build(),
+        "mp3" => gst::Caps::builder("audio/mpeg")
+            .field("mpegversion", 1i32)
+            .field("layer", 3i32)
+            .build(),
+        "ac-3" => gst::Caps::new_empty_simple("audio/x-ac3"),
+        "ec-3" => gst::Caps::new_empty_simple("audio/x-eac3"),
+        "opus" | "Opus" => gst::Caps::new_empty_simple("audio/x-opus"),
+        "flac" | "fLaC" => gst::Caps::new_empty_simple("audio/x-flac"),
+        "wvtt" => gst::Caps::new_empty_simple("application/x-subtitle-vtt"),
+        "stpp" => gst::Caps::new_empty_simple("application/ttml+xml"),
+        _ => return None,
+    };
+    Some(caps)
 }
 
 fn stats_structure(stats: &StatsSnapshot) -> gst::Structure {

@@ -123,13 +123,49 @@ pub fn hls_ts_vod(dir: &Path) -> Stream {
 /// MPEG-TS VOD of `secs` seconds (multiple of 2) packaged by hlssink2, video
 /// (H.264, 320x240, 25 fps) plus optionally AAC audio.
 pub fn hls_ts_vod_secs(dir: &Path, secs: u64, audio: bool) -> Stream {
+    hls_ts_vod_with(dir, secs, audio, &TsVideo::default())
+}
+
+/// The video of an hlssink2-packaged stream.
+#[derive(Debug, Clone)]
+pub struct TsVideo {
+    pub width: u32,
+    pub height: u32,
+    /// videotestsrc pattern: `ball` compresses to little, `snow` to exactly the bitrate.
+    pub pattern: &'static str,
+    /// x264enc's target in kbit/s; None for its default.
+    pub bitrate_kbps: Option<u32>,
+}
+
+impl Default for TsVideo {
+    fn default() -> Self {
+        TsVideo {
+            width: 320,
+            height: 240,
+            pattern: "ball",
+            bitrate_kbps: None,
+        }
+    }
+}
+
+/// Like [`hls_ts_vod_secs`], with the video described by `video`.
+pub fn hls_ts_vod_with(dir: &Path, secs: u64, audio: bool, video: &TsVideo) -> Stream {
     mkdir(dir);
     let playlist = dir.join("playlist.m3u8");
     let frames = secs * FPS;
     let audio_buffers = (secs * 48000).div_ceil(1024);
+    let TsVideo {
+        width,
+        height,
+        pattern,
+        bitrate_kbps,
+    } = video;
+    let bitrate = bitrate_kbps
+        .map(|k| format!("bitrate={k} "))
+        .unwrap_or_default();
     let mut desc = format!(
-        "videotestsrc num-buffers={frames} pattern=ball ! video/x-raw,width=320,height=240,framerate=25/1 \
-         ! x264enc key-int-max=50 bframes=0 speed-preset=ultrafast tune=zerolatency threads=1 \
+        "videotestsrc num-buffers={frames} pattern={pattern} ! video/x-raw,width={width},height={height},framerate=25/1 \
+         ! x264enc {bitrate}key-int-max=50 bframes=0 speed-preset=ultrafast tune=zerolatency threads=1 \
          ! h264parse ! queue ! hls.video "
     );
     if audio {
@@ -166,7 +202,8 @@ pub fn hls_ts_vod_secs(dir: &Path, secs: u64, audio: bool) -> Stream {
             .stderr(Stdio::from(logf2))
             .spawn()
             .expect("spawn gst-launch-1.0");
-        let deadline = Instant::now() + Duration::from_secs(30);
+        // Long streams take longer: ultrafast x264 runs at several times real time.
+        let deadline = Instant::now() + Duration::from_secs(30 + secs / 2);
         let mut endlist_at: Option<Instant> = None;
         let ok = loop {
             if let Some(st) = child.try_wait().expect("try_wait") {
@@ -501,6 +538,54 @@ pub fn hls_alt_audio(dir: &Path) -> Stream {
         dir: dir.to_path_buf(),
         playlist,
         media: vec![dir.join("v0/index.m3u8"), dir.join("v1/index.m3u8")],
+        video_frames: 6 * FPS,
+        seconds: 6,
+        plain_segments: vec![],
+    }
+}
+
+/// Master with a video-only variant (`v0/index.m3u8`) and two audio renditions in one group:
+/// `eng` (440 Hz, DEFAULT=YES, `vEnglish/index.m3u8`) and `fra` (880 Hz,
+/// `vFrancais/index.m3u8`), 6 s.
+pub fn hls_two_languages(dir: &Path) -> Stream {
+    mkdir(dir);
+    let mut c = ffmpeg(dir);
+    lavfi_inputs(&mut c, true);
+    c.args(["-f", "lavfi", "-i", "sine=frequency=880:sample_rate=48000"]);
+    c.args(["-t", "6", "-map", "0:v", "-map", "1:a", "-map", "2:a"]);
+    x264_args(&mut c);
+    c.args(["-b:v", "300k", "-c:a", "aac", "-b:a", "64k", "-ac", "1"]);
+    c.args([
+        "-f",
+        "hls",
+        "-hls_time",
+        "2",
+        "-hls_playlist_type",
+        "vod",
+        "-var_stream_map",
+        "v:0,agroup:aud a:0,agroup:aud,language:eng,name:English,default:yes \
+         a:1,agroup:aud,language:fra,name:Francais",
+        "-master_pl_name",
+        "master.m3u8",
+        "-hls_segment_filename",
+        "v%v/seg_%03d.ts",
+        "v%v/index.m3u8",
+    ]);
+    run_ok(&mut c, "ffmpeg-twolang", dir);
+    let playlist = dir.join("master.m3u8");
+    let text = std::fs::read_to_string(&playlist).unwrap();
+    assert!(
+        text.contains("LANGUAGE=\"eng\"") && text.contains("LANGUAGE=\"fra\""),
+        "{text}"
+    );
+    Stream {
+        dir: dir.to_path_buf(),
+        playlist,
+        media: vec![
+            dir.join("v0/index.m3u8"),
+            dir.join("vEnglish/index.m3u8"),
+            dir.join("vFrancais/index.m3u8"),
+        ],
         video_frames: 6 * FPS,
         seconds: 6,
         plain_segments: vec![],

@@ -129,6 +129,8 @@ struct LiveStream {
     /// If set, the stream is frozen at this many segments and ENDLIST is appended.
     ended_at: Option<u64>,
     snapshots: Vec<LiveSnapshot>,
+    /// Hex SHA-256 of the segments listed in `segments-sha256.json`, by sequence number.
+    digests: HashMap<u64, String>,
 }
 
 impl LiveStream {
@@ -273,9 +275,13 @@ fn key(path: &str) -> String {
 impl Origin {
     /// Starts serving `root` on 127.0.0.1 with an ephemeral port.
     pub fn start(root: impl AsRef<Path>) -> Origin {
+        Origin::start_on(root, std::net::Ipv4Addr::LOCALHOST.into())
+    }
+
+    /// An origin listening on `ip` (e.g. a bridge address that network namespaces reach).
+    pub fn start_on(root: impl AsRef<Path>, ip: std::net::IpAddr) -> Origin {
         let root = root.as_ref().to_path_buf();
-        let std_listener =
-            std::net::TcpListener::bind("127.0.0.1:0").expect("bind origin listener");
+        let std_listener = std::net::TcpListener::bind((ip, 0)).expect("bind origin listener");
         std_listener.set_nonblocking(true).expect("nonblocking");
         let addr = std_listener.local_addr().expect("local addr");
         let state = Arc::new(State {
@@ -520,6 +526,7 @@ impl Origin {
             started: Instant::now(),
             ended_at: None,
             snapshots: Vec::new(),
+            digests: HashMap::new(),
         };
         lock(&self.state.lives).insert(path, live);
     }
@@ -874,18 +881,24 @@ async fn handle(state: Arc<State>, req: Request<Incoming>) -> Response<Full<Byte
             }
             if let Some(rest) = path.strip_prefix("/live-")
                 && let Some(stem) = rest.strip_suffix("/segments-sha256.json")
-                && let Some(l) = lives.values().find(|l| l.stem == stem)
+                && let Some(l) = lives.values_mut().find(|l| l.stem == stem)
             {
-                // PeerTube's format: {file name: hex SHA-256}, for every segment so far.
+                // PeerTube's format, {file name: hex SHA-256}, for the segments a player may
+                // still fetch: three playlist windows back from the live edge.
                 let (k, _) = l.available(at);
+                let first = k.saturating_sub(3 * l.cfg.window as u64);
+                l.digests.retain(|seq, _| *seq >= first);
                 let mut json = String::from("{");
-                for seq in 0..k {
-                    let data = live_bytes(&state.root, l, seq);
-                    let digest = hex::encode(<sha2::Sha256 as sha2::Digest>::digest(&data));
+                for seq in first..k {
+                    if !l.digests.contains_key(&seq) {
+                        let data = live_bytes(&state.root, l, seq);
+                        let digest = hex::encode(<sha2::Sha256 as sha2::Digest>::digest(&data));
+                        l.digests.insert(seq, digest);
+                    }
                     let name = l.segment_path(seq);
                     let name = name.rsplit('/').next().unwrap_or_default();
-                    let sep = if seq == 0 { "" } else { "," };
-                    let _ = write!(json, "{sep}\"{name}\":\"{digest}\"");
+                    let sep = if seq == first { "" } else { "," };
+                    let _ = write!(json, "{sep}\"{name}\":\"{}\"", l.digests[&seq]);
                 }
                 json.push('}');
                 break 'resp body_response(

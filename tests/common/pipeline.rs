@@ -38,6 +38,8 @@ pub struct PadOutput {
     pub flush_marks: Vec<usize>,
     pub eos: bool,
     pub stream_start: u32,
+    /// Stream id of every STREAM_START, and `data.len()` when it arrived.
+    pub stream_starts: Vec<(String, usize)>,
 }
 
 impl PadOutput {
@@ -132,9 +134,20 @@ pub struct VariantChanged {
     pub reason: String,
 }
 
+/// A `streams-selected` message.
+#[derive(Clone, Debug)]
+pub struct StreamsSelectedMsg {
+    pub from_meshsrc: bool,
+    pub seqnum: gst::Seqnum,
+    pub stream_ids: Vec<String>,
+}
+
 /// Everything recorded during a run.
 #[derive(Clone, Debug, Default)]
 pub struct RunState {
+    /// `stream-collection` messages: (from meshsrc, collection).
+    pub collections: Vec<(bool, gst::StreamCollection)>,
+    pub streams_selected: Vec<StreamsSelectedMsg>,
     pub pads: BTreeMap<String, PadOutput>,
     /// Pad names in the order they were added.
     pub pad_order: Vec<String>,
@@ -261,6 +274,22 @@ fn install_bus_recorder(bus: &gst::Bus, shared: Shared) {
                 s.eos_at.get_or_insert(now);
             }),
             MessageView::AsyncDone(_) => update(&shared, |s| s.async_done += 1),
+            MessageView::StreamCollection(m) => {
+                let collection = m.stream_collection();
+                update(&shared, |s| s.collections.push((from_meshsrc, collection)));
+            }
+            MessageView::StreamsSelected(m) => {
+                let stream_ids = m
+                    .streams()
+                    .map(|st| st.stream_id().map(|i| i.to_string()).unwrap_or_default())
+                    .collect();
+                let record = StreamsSelectedMsg {
+                    from_meshsrc,
+                    seqnum: msg.seqnum(),
+                    stream_ids,
+                };
+                update(&shared, |s| s.streams_selected.push(record));
+            }
             MessageView::Element(e) => {
                 if let Some(st) = e.structure() {
                     let m = ElementMsg {
@@ -323,9 +352,15 @@ fn install_data_probe(pad: &gst::Pad, name: String, shared: Shared) {
                             out.flush_marks.push(mark);
                             out.eos = false;
                         }),
-                        EventView::StreamStart(_) => update(&shared, |s| {
-                            s.pads.get_mut(&name).unwrap().stream_start += 1
-                        }),
+                        EventView::StreamStart(e) => {
+                            let id = e.stream_id().to_string();
+                            update(&shared, |s| {
+                                let out = s.pads.get_mut(&name).unwrap();
+                                out.stream_start += 1;
+                                let at = out.data.len();
+                                out.stream_starts.push((id, at));
+                            })
+                        }
                         _ => {}
                     }
                 }

@@ -326,3 +326,92 @@ pub fn dashsink_ts(root: &Path, name: &str, seconds: u64) -> DashStream {
         video_frames: frames,
     }
 }
+
+/// A VOD with one video and two audio AdaptationSets in different languages and with
+/// different content (440 Hz `eng`, 880 Hz `fra`), SegmentTemplate `$Number$`.
+#[derive(Clone, Debug)]
+pub struct TwoLanguages {
+    pub mpd: PathBuf,
+    pub video: Expected,
+    pub eng: Expected,
+    pub fra: Expected,
+}
+
+/// Generates [`TwoLanguages`] with ffmpeg's dash muxer under `dir/name/`.
+pub fn ffmpeg_dash_two_languages(root: &Path, name: &str, seconds: u64) -> TwoLanguages {
+    let dir = root.join(name);
+    std::fs::create_dir_all(&dir).expect("mkdir");
+    let mut cmd = Command::new("ffmpeg");
+    cmd.current_dir(&dir).args([
+        "-hide_banner",
+        "-loglevel",
+        "error",
+        "-y",
+        "-f",
+        "lavfi",
+        "-i",
+        &format!("testsrc2=size=320x240:rate={FPS}"),
+        "-f",
+        "lavfi",
+        "-i",
+        "sine=frequency=440:sample_rate=48000",
+        "-f",
+        "lavfi",
+        "-i",
+        "sine=frequency=880:sample_rate=48000",
+        "-t",
+        &seconds.to_string(),
+        "-map",
+        "0:v",
+        "-map",
+        "1:a",
+        "-map",
+        "2:a",
+        "-c:v",
+        "libx264",
+        "-preset",
+        "ultrafast",
+        "-g",
+        &(FPS * SEGMENT_SECS).to_string(),
+        "-keyint_min",
+        &(FPS * SEGMENT_SECS).to_string(),
+        "-sc_threshold",
+        "0",
+        "-c:a",
+        "aac",
+        "-b:a",
+        "64k",
+        "-metadata:s:a:0",
+        "language=eng",
+        "-metadata:s:a:1",
+        "language=fra",
+        "-f",
+        "dash",
+        "-seg_duration",
+        &SEGMENT_SECS.to_string(),
+        "-adaptation_sets",
+        "id=0,streams=v id=1,streams=1 id=2,streams=2",
+        "-use_template",
+        "1",
+        "-use_timeline",
+        "0",
+        "manifest.mpd",
+    ]);
+    run(
+        &mut cmd,
+        &format!("ffmpeg dash {name}"),
+        Duration::from_secs(120),
+    );
+    let mpd = dir.join("manifest.mpd");
+    let text = std::fs::read_to_string(&mpd).expect("mpd");
+    assert!(
+        text.contains(r#"lang="eng""#) && text.contains(r#"lang="fra""#),
+        "languages missing from the MPD:\n{text}"
+    );
+    TwoLanguages {
+        mpd,
+        video: per_file_expected(&dir, 0),
+        eng: per_file_expected(&dir, 1),
+        fra: per_file_expected(&dir, 2),
+    }
+}

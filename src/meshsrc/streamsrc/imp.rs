@@ -7,6 +7,7 @@ use gst::subclass::prelude::*;
 use gst_base::prelude::*;
 use gst_base::subclass::base_src::CreateSuccess;
 use gst_base::subclass::prelude::*;
+use std::collections::HashMap;
 use std::sync::{Arc, LazyLock, Mutex};
 use std::time::Duration;
 use tokio::sync::mpsc;
@@ -19,12 +20,26 @@ static CAT: LazyLock<gst::DebugCategory> = LazyLock::new(|| {
     )
 });
 
-/// What the pad announces before its first buffer.
+/// What the pad announces before its first buffer, and again when a stream selection
+/// switches it to another track.
 struct StreamInfo {
-    stream: gst::Stream,
+    /// The streams of the collection this pad can carry, by `Track::id`.
+    streams: HashMap<String, gst::Stream>,
+    collection: gst::StreamCollection,
     group_id: gst::GroupId,
+    /// Announce the collection downstream and answer the SELECTABLE query: the element
+    /// selects among its tracks itself (as adaptivedemux2 does).
+    selectable: bool,
     /// Playlist URL, for the caps fallback when typefinding fails.
     uri: String,
+}
+
+/// What [`StreamSrc::configure`] needs besides the track's output.
+pub struct PadStreams {
+    pub streams: HashMap<String, gst::Stream>,
+    pub collection: gst::StreamCollection,
+    pub group_id: gst::GroupId,
+    pub selectable: bool,
 }
 
 #[derive(Default)]
@@ -37,9 +52,10 @@ struct Canceller {
 #[derive(Default)]
 struct Feed {
     items: Option<mpsc::Receiver<StreamItem>>,
-    /// Only chunks of this epoch (the latest seek) are output.
+    /// The epoch of the latest seek.
     epoch: u64,
-    announced: bool,
+    /// The track whose stream was announced last.
+    announced: Option<Arc<str>>,
 }
 
 #[derive(Default)]
@@ -72,6 +88,22 @@ impl ObjectImpl for StreamSrc {
         obj.set_format(gst::Format::Time);
         obj.set_automatic_eos(false);
         obj.set_live(false);
+        // basesrc starts every stream with a stream-start of its own (no stream, another
+        // group id); only the one carrying our stream goes out.
+        if let Some(pad) = obj.static_pad("src") {
+            pad.add_probe(gst::PadProbeType::EVENT_DOWNSTREAM, |_, info| {
+                match &info.data {
+                    Some(gst::PadProbeData::Event(event)) => match event.view() {
+                        // Handled, not Drop: GStreamer 1.22 unrefs dropped items itself.
+                        gst::EventView::StreamStart(s) if s.stream().is_none() => {
+                            gst::PadProbeReturn::Handled
+                        }
+                        _ => gst::PadProbeReturn::Ok,
+                    },
+                    _ => gst::PadProbeReturn::Ok,
+                }
+            });
+        }
     }
 }
 
@@ -95,12 +127,7 @@ impl ElementImpl for StreamSrc {
 }
 
 impl StreamSrc {
-    pub(super) fn configure(
-        &self,
-        output: TrackOutput,
-        stream: gst::Stream,
-        group_id: gst::GroupId,
-    ) {
+    pub(super) fn configure(&self, output: TrackOutput, streams: PadStreams) {
         let uri = output
             .track
             .renditions
@@ -108,8 +135,10 @@ impl StreamSrc {
             .map(|r| r.url.to_string())
             .unwrap_or_default();
         *lock(&self.info) = Some(StreamInfo {
-            stream,
-            group_id,
+            streams: streams.streams,
+            collection: streams.collection,
+            group_id: streams.group_id,
+            selectable: streams.selectable,
             uri,
         });
         *lock(&self.control) = Some(output.control);
@@ -138,29 +167,40 @@ impl StreamSrc {
         result.map_err(|_| gst::FlowError::Flushing)
     }
 
-    /// Stream-start with our stream, then caps from the first bytes.
-    fn announce(&self, first: &[u8]) -> Result<(), gst::FlowError> {
+    /// Stream-start with the stream of `track`, then caps from its first bytes: at the start
+    /// and whenever a stream selection switched the pad to another track.
+    fn announce(&self, track: &str, first: &[u8]) -> Result<(), gst::FlowError> {
         let obj = self.obj();
         let pad = obj.static_pad("src").expect("src pad");
         let info_guard = lock(&self.info);
         let Some(info) = info_guard.as_ref() else {
             return Err(gst::FlowError::NotNegotiated);
         };
-        let stream_id = pad.stream_id().map(|s| s.to_string()).unwrap_or_else(|| {
-            info.stream
-                .stream_id()
-                .map(|s| s.to_string())
-                .unwrap_or_default()
-        });
-        let stream_start = gst::event::StreamStart::builder(&stream_id)
-            .stream(info.stream.clone())
-            .group_id(info.group_id)
-            .build();
-        pad.push_event(stream_start);
-        // No stream-collection event on the pad: it carries a container, and the demuxer
-        // downstream forwards a sticky collection as its own, so decodebin3 (playbin3) would
-        // select stream ids that never arrive and stop the pads with not-linked. The
-        // element posts the collection on the bus instead.
+        let Some(stream) = info.streams.get(track).cloned() else {
+            gst::element_imp_error!(
+                self,
+                gst::CoreError::Failed,
+                ("No stream for track {}", track)
+            );
+            return Err(gst::FlowError::Error);
+        };
+        let stream_id = stream
+            .stream_id()
+            .map(|s| s.to_string())
+            .unwrap_or_default();
+        gst::debug!(CAT, imp = self, "stream-start {stream_id}");
+        pad.push_event(
+            gst::event::StreamStart::builder(&stream_id)
+                .stream(stream.clone())
+                .group_id(info.group_id)
+                .build(),
+        );
+        if info.selectable {
+            // Every track on every pad: decodebin3 never holds a partial collection.
+            pad.push_event(gst::event::StreamCollection::new(&info.collection));
+        }
+        // Otherwise none: a demuxer forwards it as its own, and decodebin3, selecting by
+        // stream id, would wait for ids that never arrive (not-linked).
 
         let caps = match gst_base::functions::type_find_helper_for_data(Some(&*obj), first) {
             Ok((caps, _)) => caps,
@@ -174,8 +214,15 @@ impl StreamSrc {
             })?,
         };
         gst::debug!(CAT, imp = self, "caps {caps}");
-        info.stream.set_caps(Some(&caps));
+        if stream.caps().is_none() {
+            stream.set_caps(Some(&caps));
+        }
         drop(info_guard);
+        if pad.current_caps().is_some_and(|c| c == caps) {
+            // Same container: the new stream still needs its caps after its stream-start.
+            pad.push_event(gst::event::Caps::new(&caps));
+            return Ok(());
+        }
         obj.set_caps(&caps)
             .map_err(|_| gst::FlowError::NotNegotiated)?;
         Ok(())
@@ -237,7 +284,7 @@ impl BaseSrcImpl for StreamSrc {
         let target = segment.start().unwrap_or(gst::ClockTime::ZERO);
         {
             let feed = lock(&self.feed);
-            if feed.epoch == 0 && !feed.announced && target.is_zero() {
+            if feed.epoch == 0 && feed.announced.is_none() && target.is_zero() {
                 return true;
             }
         }
@@ -253,6 +300,17 @@ impl BaseSrcImpl for StreamSrc {
     }
 
     fn query(&self, query: &mut gst::QueryRef) -> bool {
+        // GST_QUERY_SELECTABLE (1.22), read through its structure to keep 1.20 support.
+        if query
+            .structure()
+            .is_some_and(|s| s.name() == "GstQuerySelectable")
+        {
+            let selectable = lock(&self.info).as_ref().is_some_and(|i| i.selectable);
+            if selectable {
+                query.structure_mut().set("selectable", true);
+            }
+            return selectable;
+        }
         match query.view_mut() {
             gst::QueryViewMut::Duration(q) if q.format() == gst::Format::Time => {
                 match self.control().and_then(|c| c.duration()) {
@@ -279,6 +337,16 @@ impl BaseSrcImpl for StreamSrc {
         }
     }
 
+    fn event(&self, event: &gst::Event) -> bool {
+        // A selection sent upstream (decodebin3 forwards them) is the element's to handle.
+        if event.type_() == gst::EventType::SelectStreams
+            && let Some(parent) = self.obj().parent().and_downcast::<gst::Element>()
+        {
+            return parent.send_event(event.clone());
+        }
+        self.parent_event(event)
+    }
+
     fn unlock(&self) -> Result<(), gst::ErrorMessage> {
         let mut canceller = lock(&self.canceller);
         canceller.unlocked = true;
@@ -303,6 +371,8 @@ impl PushSrcImpl for StreamSrc {
         let Some(mut items) = feed.items.take() else {
             return Err(gst::FlowError::Eos);
         };
+        let control = self.control();
+        let current = |epoch| control.as_ref().is_none_or(|c| c.is_current(epoch));
         let result = loop {
             let item = match self.next_item(&mut items) {
                 Ok(Some(item)) => item,
@@ -310,26 +380,23 @@ impl PushSrcImpl for StreamSrc {
                 Err(e) => break Err(e),
             };
             match item {
-                StreamItem::Eos { epoch } if epoch == feed.epoch => break Err(gst::FlowError::Eos),
-                StreamItem::Data(chunk) if chunk.epoch == feed.epoch => {
-                    if !feed.announced {
-                        if let Err(e) = self.announce(&chunk.bytes) {
+                StreamItem::Eos { epoch } if current(epoch) => break Err(gst::FlowError::Eos),
+                StreamItem::Data(chunk) if control.as_ref().is_none_or(|c| c.take(&chunk)) => {
+                    if feed.announced.as_ref() != Some(&chunk.track) {
+                        if let Err(e) = self.announce(&chunk.track, &chunk.bytes) {
                             break Err(e);
                         }
-                        feed.announced = true;
+                        feed.announced = Some(chunk.track.clone());
                     }
                     if chunk.timestamps_restart {
                         self.restart_segment(chunk.pts);
-                    }
-                    if let (Some(pts), Some(control)) = (chunk.pts, self.control()) {
-                        control.set_played(pts);
                     }
                     break Ok(CreateSuccess::NewBuffer(self.buffer_from(chunk)));
                 }
                 _ => gst::trace!(
                     CAT,
                     imp = self,
-                    "dropping an item from before the last seek"
+                    "dropping an item from before the last seek or switch"
                 ),
             }
         };
