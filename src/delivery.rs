@@ -25,7 +25,7 @@ use std::collections::{BTreeSet, HashMap, HashSet};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{Semaphore, mpsc, oneshot};
 use tokio::task::{AbortHandle, JoinSet};
 
 /// A segment bigger than this from a peer is refused (the protocol would allow any size).
@@ -173,6 +173,7 @@ impl Delivery {
                 .as_ref()
                 .filter(|m| m.max_upload_rate > 0)
                 .map(|m| Arc::new(RateLimiter::new(m.max_upload_rate))),
+            upload_turn: Arc::new(Semaphore::new(1)),
             upload: mesh.as_ref().is_some_and(|m| m.upload),
             signalling,
             hub_tx,
@@ -299,6 +300,9 @@ struct Hub {
     /// Swarms joined, least recently used first.
     joined: Vec<InfoHash>,
     upload_limiter: Option<Arc<RateLimiter>>,
+    /// One upload at a time over every link: the first requester gets the segment at the
+    /// full uplink rate and can pass it on, instead of all of them getting it late together.
+    upload_turn: Arc<Semaphore>,
     upload: bool,
     signalling: Option<Signalling>,
     hub_tx: mpsc::Sender<HubEvent>,
@@ -652,6 +656,9 @@ impl Hub {
                 let _ = self.warnings.try_send(error);
                 Vec::new()
             }
+            HubEvent::SwarmSize { swarm, peers } => self
+                .scheduler
+                .handle(self.now(), Input::SwarmSize { swarm, peers }),
         }
     }
 
@@ -674,6 +681,7 @@ impl Hub {
             upload_rx,
             cancelled.clone(),
             self.upload_limiter.clone(),
+            self.upload_turn.clone(),
             self.stats.clone(),
             self.hub_tx.clone(),
         ));
@@ -920,8 +928,9 @@ async fn read_link(
     let _ = hub.send(HubEvent::LinkDown { link, reason }).await;
 }
 
-/// Sends a link's commands and uploads, one upload at a time (data messages carry no request
-/// id), with commands slipped in between data chunks.
+/// Sends a link's commands and uploads, one upload at a time over all links (data messages
+/// carry no request id, and `upload_turn` serialises the links), with commands slipped in
+/// between data chunks and while waiting for the turn.
 #[allow(clippy::too_many_arguments)]
 async fn write_link(
     link: PeerRef,
@@ -930,6 +939,7 @@ async fn write_link(
     mut uploads: mpsc::Receiver<Upload>,
     cancelled: Arc<Mutex<HashSet<protocol::RequestId>>>,
     limiter: Option<Arc<RateLimiter>>,
+    upload_turn: Arc<Semaphore>,
     stats: Arc<MeshStats>,
     hub: mpsc::Sender<HubEvent>,
 ) {
@@ -951,6 +961,22 @@ async fn write_link(
             upload = uploads.recv() => {
                 let Some(upload) = upload else { break true };
                 let Upload { segment, request_id, data } = upload;
+                if cancelled.lock().expect("cancel lock").remove(&request_id) {
+                    continue;
+                }
+                // Kept across loop turns so the place in the queue is kept.
+                let turn = upload_turn.clone().acquire_owned();
+                tokio::pin!(turn);
+                let _turn = loop {
+                    tokio::select! {
+                        biased;
+                        command = control.recv() => match command {
+                            Some(command) => if !send_command(&command).await { break 'outer false },
+                            None => break 'outer true,
+                        },
+                        permit = &mut turn => break permit,
+                    }
+                };
                 if cancelled.lock().expect("cancel lock").remove(&request_id) {
                     continue;
                 }

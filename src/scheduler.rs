@@ -11,11 +11,14 @@
 //! - within `urgent_window` of its deadline it only comes from the CDN;
 //! - before that, from a peer that announced it (the least busy one);
 //! - while a peer announces it as loading, wait for that peer;
-//! - when nobody has it, one peer of the swarm seeds it from the CDN: each peer waits a
-//!   pseudo-random share of `seed_window` (drawn per segment) and the first to start announces
-//!   it as loading, which holds the others back;
+//! - when nobody has it, a few peers of the swarm seed it from the CDN. Each peer draws its
+//!   rank for the segment among the swarm's peers (a uniform draw times the swarm size the
+//!   tracker reports) and waits `seed_spacing` per rank: swarm-wide about one peer per
+//!   `seed_spacing` starts, whatever the swarm's size, and a neighbour that started announces
+//!   the segment as loading, which holds the others back;
 //! - a peer transfer that stalls, or cannot end `peer_margin` before the deadline, is aborted
-//!   and completed over HTTP from the first missing byte;
+//!   and resumed from the first missing byte by another peer that has the segment, or else by
+//!   the CDN;
 //! - data that fails verification bans the peers that sent it and is fetched again from the
 //!   CDN.
 
@@ -72,12 +75,15 @@ pub struct SchedulerConfig {
     pub max_backoff: Duration,
     /// Within this of its deadline a segment only comes from the CDN.
     pub urgent_window: Duration,
-    /// The spread of the draw that picks which peer seeds a segment nobody has.
-    pub seed_window: Duration,
+    /// A peer of rank r in the per-segment seeding draw waits r times this before it fetches
+    /// a segment nobody has from the CDN.
+    pub seed_spacing: Duration,
     /// A peer transfer with no progress for this long is handed to the CDN.
     pub peer_stall_timeout: Duration,
     /// A peer transfer must be projected to end this long before the deadline.
     pub peer_margin: Duration,
+    /// A peer transfer's rate is projected once its data has flowed this long.
+    pub peer_rate_window: Duration,
     /// Seeds the per-segment draws; each peer picks its own.
     pub seed: u64,
     /// Until this session time, a segment with time to spare waits for peers still being
@@ -94,9 +100,10 @@ impl Default for SchedulerConfig {
             initial_backoff: Duration::from_millis(250),
             max_backoff: Duration::from_secs(4),
             urgent_window: Duration::from_secs(1),
-            seed_window: Duration::from_millis(500),
+            seed_spacing: Duration::from_millis(100),
             peer_stall_timeout: Duration::from_millis(1500),
             peer_margin: Duration::from_millis(500),
+            peer_rate_window: Duration::from_secs(1),
             seed: 0,
             discovery_grace: Duration::ZERO,
         }
@@ -140,6 +147,11 @@ pub enum Input {
     PeerConnected {
         peer: PeerRef,
         swarm: InfoHash,
+    },
+    /// How many peers a tracker counts in the swarm (its `complete` + `incomplete`).
+    SwarmSize {
+        swarm: InfoHash,
+        peers: u64,
     },
     PeerDisconnected {
         peer: PeerRef,
@@ -196,8 +208,9 @@ enum Phase {
     Peer {
         peer: PeerRef,
         started: Time,
-        /// Bytes held when this transfer started, to measure its rate.
-        base: u64,
+        /// When this transfer's first data arrived and the bytes then held: its rate is
+        /// measured from there, leaving out the request's round trip and any queue at the peer.
+        first_data: Option<(Time, u64)>,
         last_progress: Time,
     },
 }
@@ -216,8 +229,9 @@ struct Entry {
     tried: BTreeSet<PeerRef>,
     /// Peers are off for this request (its peer data failed verification).
     cdn_only: bool,
-    /// When this peer seeds the segment from the CDN if nobody else has.
-    seed_at: Time,
+    /// A peer transfer of it was too slow: no more waiting, another holder or the CDN now.
+    hurry: bool,
+    submitted: Time,
 }
 
 #[derive(Debug)]
@@ -242,6 +256,8 @@ pub struct Scheduler {
     entries: BTreeMap<RequestId, Entry>,
     http_running: usize,
     peers: BTreeMap<PeerRef, PeerInfo>,
+    /// Swarm sizes reported by trackers.
+    swarm_sizes: BTreeMap<InfoHash, u64>,
 }
 
 fn mix(mut x: u64) -> u64 {
@@ -294,15 +310,6 @@ impl Scheduler {
         let mut actions = Vec::new();
         match input {
             Input::Submit { id, request } => {
-                let draw = match &request.share {
-                    Some(share) => mix(self.config.seed ^ hash_of(&share.key)),
-                    None => 0,
-                };
-                let seed_at = now
-                    + self
-                        .config
-                        .seed_window
-                        .mul_f64(draw as f64 / u64::MAX as f64);
                 self.entries.insert(
                     id,
                     Entry {
@@ -314,7 +321,8 @@ impl Scheduler {
                         contributors: BTreeSet::new(),
                         tried: BTreeSet::new(),
                         cdn_only: false,
-                        seed_at,
+                        hurry: false,
+                        submitted: now,
                     },
                 );
             }
@@ -354,6 +362,9 @@ impl Scheduler {
                     },
                 );
             }
+            Input::SwarmSize { swarm, peers } => {
+                self.swarm_sizes.insert(swarm, peers);
+            }
             Input::PeerDisconnected { peer } => {
                 self.peers.remove(&peer);
                 for entry in self.entries.values_mut() {
@@ -381,12 +392,14 @@ impl Scheduler {
                 if let Some(entry) = self.entries.get_mut(&id)
                     && let Phase::Peer {
                         ref mut last_progress,
+                        ref mut first_data,
                         peer,
                         ..
                     } = entry.phase
                 {
                     if received > entry.received {
                         *last_progress = now;
+                        first_data.get_or_insert((now, received));
                         entry.received = received;
                         entry.contributors.insert(peer);
                     }
@@ -472,9 +485,9 @@ impl Scheduler {
         for (&id, entry) in self.entries.iter_mut() {
             let Phase::Peer {
                 peer,
-                started,
-                base,
+                first_data,
                 last_progress,
+                ..
             } = entry.phase
             else {
                 continue;
@@ -485,12 +498,13 @@ impl Scheduler {
                 if now >= limit {
                     return true;
                 }
-                let (Some(total), moved) = (entry.total, entry.received.saturating_sub(base))
-                else {
+                let (Some(total), Some((since, held_then))) = (entry.total, first_data) else {
                     return false;
                 };
-                let elapsed = now.saturating_sub(started);
-                if moved == 0 || elapsed.is_zero() {
+                let elapsed = now.saturating_sub(since);
+                let moved = entry.received.saturating_sub(held_then);
+                // A rate needs a little history; the hard limit above covers the rest.
+                if elapsed < config.peer_rate_window || moved == 0 {
                     return false;
                 }
                 let remaining = total.saturating_sub(entry.received);
@@ -500,8 +514,9 @@ impl Scheduler {
             if stalled || late {
                 actions.push(Action::AbortPeer { id, peer });
                 entry.tried.insert(peer);
-                // Too late for another peer: the CDN completes it.
-                entry.cdn_only = true;
+                // A stalled peer may just be busy with others: with time to spare, wait for
+                // another holder. A slow one leaves no time for that.
+                entry.hurry |= late;
                 entry.phase = Phase::Queued;
             }
         }
@@ -548,6 +563,35 @@ impl Scheduler {
             .min()
     }
 
+    /// The swarm's size as far as this peer knows: the trackers' count, or its own links.
+    fn swarm_size(&self, swarm: &InfoHash) -> u64 {
+        let linked = self.peers.values().filter(|p| &p.swarm == swarm).count() as u64 + 1;
+        self.swarm_sizes
+            .get(swarm)
+            .copied()
+            .unwrap_or(0)
+            .max(linked)
+    }
+
+    /// When this peer seeds `key` from the CDN if nobody near has it, for a request submitted
+    /// at `submitted` that turns urgent at `urgent_at`.
+    ///
+    /// Its rank in a per-segment draw (the expected number of the swarm's other peers that
+    /// drew lower) times `seed_spacing`: swarm-wide, about one peer per `seed_spacing` starts,
+    /// whatever the swarm's size. A peer the mesh has not reached by half its slack starts at a
+    /// drawn time in the second half rather than all at the urgent time: it then serves its
+    /// neighbours, which the urgent fetches could not.
+    fn seed_at(&self, key: &ShareKey, submitted: Time, urgent_at: Time) -> Time {
+        let draw = mix(self.config.seed ^ hash_of(key));
+        let rank_draw = draw as f64 / u64::MAX as f64;
+        let late_draw = mix(draw) as f64 / u64::MAX as f64;
+        let others = self.swarm_size(&key.swarm).saturating_sub(1) as f64;
+        let half_slack = urgent_at.saturating_sub(submitted) / 2;
+        let by_rank = self.config.seed_spacing.as_secs_f64() * rank_draw * others;
+        let by_slack = half_slack.as_secs_f64() * (1.0 + late_draw);
+        submitted + Duration::from_secs_f64(by_rank.min(by_slack))
+    }
+
     fn peer_active(&self, peer: PeerRef) -> usize {
         self.entries
             .values()
@@ -579,6 +623,9 @@ impl Scheduler {
         if let Some(peer) = holder {
             return Decision::Peer(peer);
         }
+        if entry.hurry {
+            return Decision::Http;
+        }
         let someone_loading = swarm_peers()
             .any(|(p, info)| info.loading.contains(&key.segment) && !entry.tried.contains(p));
         if someone_loading {
@@ -592,11 +639,12 @@ impl Scheduler {
                 Decision::Http
             };
         }
-        if now >= entry.seed_at {
-            // This peer drew the earliest seeding slot.
+        let seed_at = self.seed_at(key, entry.submitted, urgent_at);
+        if now >= seed_at {
+            // Nobody near has started it and this peer's turn in the draw has come.
             return Decision::Http;
         }
-        Decision::WaitUntil(entry.seed_at.min(urgent_at))
+        Decision::WaitUntil(seed_at.min(urgent_at))
     }
 
     /// Starts the most urgent ready requests while slots are free.
@@ -632,7 +680,7 @@ impl Scheduler {
                     entry.phase = Phase::Peer {
                         peer,
                         started: now,
-                        base: entry.received,
+                        first_data: None,
                         last_progress: now,
                     };
                     peer_running += 1;
@@ -964,6 +1012,28 @@ mod tests {
         s.handle(now, Input::Submit { id, request })
     }
 
+    /// Peers 10 and 11 hold segment 7; request 1 for it has gone to one of them.
+    /// Returns the scheduler, the peer asked and the other.
+    /// Progress of request 1 from a peer.
+    fn progress(received: u64, total: u64) -> Input {
+        Input::PeerProgress {
+            id: 1,
+            received,
+            total: Some(total),
+        }
+    }
+
+    fn asking_one_of_two_holders(deadline_ms: u64) -> (Scheduler, PeerRef, PeerRef) {
+        let mut s = with_peers(SchedulerConfig::default(), &[10, 11]);
+        announce(&mut s, T0, 10, &[7], &[]);
+        announce(&mut s, T0, 11, &[7], &[]);
+        let a = submit(&mut s, T0, 1, shared(7, deadline_ms));
+        let Action::StartPeer { peer: asked, .. } = a[0] else {
+            panic!("{a:?}")
+        };
+        (s, asked, if asked == 10 { 11 } else { 10 })
+    }
+
     #[test]
     fn shareable_segment_without_peers_goes_to_the_cdn_at_once() {
         let mut s = Scheduler::new(SchedulerConfig::default());
@@ -982,7 +1052,7 @@ mod tests {
         let config = SchedulerConfig {
             discovery_grace: MS(3_000),
             // No seeding draw fires inside this test.
-            seed_window: MS(60_000),
+            seed_spacing: MS(60_000),
             ..Default::default()
         };
         let mut s = Scheduler::new(config);
@@ -1129,14 +1199,7 @@ mod tests {
         assert!(submit(&mut s, T0, 2, shared(2, 5_000)).is_empty());
         // Progress keeps transfer 1 alive; request 2 turns urgent at 4 s.
         for ms in (500..4_000).step_by(500) {
-            s.handle(
-                MS(ms),
-                Input::PeerProgress {
-                    id: 1,
-                    received: ms * 100,
-                    total: Some(1 << 20),
-                },
-            );
+            s.handle(MS(ms), progress(ms * 100, 1 << 20));
         }
         assert_eq!(s.next_wakeup(MS(3_500)), Some(MS(4_000)));
         assert_eq!(
@@ -1159,7 +1222,7 @@ mod tests {
         assert!(submit(&mut s, T0, 1, shared(7, 10_000)).is_empty());
         let seed_at = s.next_wakeup(T0).expect("a seeding time");
         assert!(
-            seed_at < config.seed_window,
+            seed_at < config.seed_spacing,
             "drawn inside the window: {seed_at:?}"
         );
         assert!(s.poll(seed_at.saturating_sub(MS(1))).is_empty());
@@ -1208,24 +1271,41 @@ mod tests {
     }
 
     #[test]
-    fn a_stalled_peer_transfer_is_completed_over_http_from_the_first_missing_byte() {
-        let mut s = with_peers(SchedulerConfig::default(), &[10]);
-        announce(&mut s, T0, 10, &[7], &[]);
-        submit(&mut s, T0, 1, shared(7, 20_000));
+    fn a_stalled_peer_transfer_waits_for_another_holder_then_the_cdn_resumes_it() {
+        let mut s = with_peers(SchedulerConfig::default(), &[10, 11]);
+        // A big swarm: this peer's seeding turn is far off, the mesh is expected to reach it.
         s.handle(
-            MS(100),
-            Input::PeerProgress {
-                id: 1,
-                received: 48_000,
-                total: Some(100_000),
+            T0,
+            Input::SwarmSize {
+                swarm: swarm(),
+                peers: 100_000,
             },
         );
+        announce(&mut s, T0, 10, &[7], &[]);
+        submit(&mut s, T0, 1, shared(7, 20_000));
+        s.handle(MS(100), progress(48_000, 100_000));
         assert_eq!(s.next_wakeup(MS(100)), Some(MS(1_600)));
         assert!(s.poll(MS(1_599)).is_empty());
+        // Time to spare and nobody else has it: wait for another holder.
         assert_eq!(
             s.poll(MS(1_600)),
+            vec![Action::AbortPeer { id: 1, peer: 10 }]
+        );
+        let turn = s.next_wakeup(MS(1_600)).expect("a seeding time");
+        assert!(turn >= MS(9_500) && turn < MS(19_000), "{turn:?}");
+        assert_eq!(
+            announce(&mut s, MS(3_000), 11, &[7], &[]),
+            vec![Action::StartPeer {
+                id: 1,
+                peer: 11,
+                from: 48_000
+            }]
+        );
+        // The second holder stalls as well, at the urgent time: the CDN resumes it.
+        assert_eq!(
+            s.poll(MS(19_000)),
             vec![
-                Action::AbortPeer { id: 1, peer: 10 },
+                Action::AbortPeer { id: 1, peer: 11 },
                 Action::StartHttp {
                     id: 1,
                     attempt: 0,
@@ -1260,26 +1340,136 @@ mod tests {
     fn a_peer_transfer_projected_to_miss_the_deadline_is_handed_to_the_cdn() {
         let mut s = with_peers(SchedulerConfig::default(), &[10]);
         announce(&mut s, T0, 10, &[7], &[]);
-        submit(&mut s, T0, 1, shared(7, 4_000));
-        // 10 kB in 1 s with 990 kB left: it would end long after 3.5 s.
-        let a = s.handle(
-            MS(1_000),
-            Input::PeerProgress {
-                id: 1,
-                received: 10_000,
-                total: Some(1_000_000),
-            },
-        );
+        submit(&mut s, T0, 1, shared(7, 8_000));
+        assert!(s.handle(MS(500), progress(10_000, 1_000_000)).is_empty());
+        // Before the rate window has passed, a slow start is not judged.
+        assert!(s.handle(MS(1_400), progress(15_000, 1_000_000)).is_empty());
+        // 10 kB/s with 980 kB left: it would end long after 7.5 s.
         assert_eq!(
-            a,
+            s.handle(MS(1_500), progress(20_000, 1_000_000)),
             vec![
                 Action::AbortPeer { id: 1, peer: 10 },
                 Action::StartHttp {
                     id: 1,
                     attempt: 0,
-                    from: 10_000
+                    from: 20_000
                 }
             ]
+        );
+    }
+
+    #[test]
+    fn a_slow_peer_transfer_moves_to_another_holder_before_the_cdn() {
+        let (mut s, slow, other) = asking_one_of_two_holders(8_000);
+        s.handle(MS(500), progress(10_000, 1_000_000));
+        assert_eq!(
+            s.handle(MS(1_500), progress(20_000, 1_000_000)),
+            vec![
+                Action::AbortPeer { id: 1, peer: slow },
+                Action::StartPeer {
+                    id: 1,
+                    peer: other,
+                    from: 20_000
+                }
+            ]
+        );
+        // The second holder is slow too: no third, so the CDN completes it.
+        s.handle(MS(1_600), progress(25_000, 1_000_000));
+        assert_eq!(
+            s.handle(MS(2_600), progress(30_000, 1_000_000)),
+            vec![
+                Action::AbortPeer { id: 1, peer: other },
+                Action::StartHttp {
+                    id: 1,
+                    attempt: 0,
+                    from: 30_000
+                }
+            ]
+        );
+    }
+
+    #[test]
+    fn the_rate_is_measured_from_the_first_data_not_from_the_request() {
+        let mut s = with_peers(SchedulerConfig::default(), &[10]);
+        announce(&mut s, T0, 10, &[7], &[]);
+        submit(&mut s, T0, 1, shared(7, 6_000));
+        // Queued at the peer behind others for 1.2 s, then 500 kB/s: ends at about 3.2 s.
+        assert!(s.handle(MS(1_200), progress(16_000, 1_000_000)).is_empty());
+        assert!(s.handle(MS(2_200), progress(516_000, 1_000_000)).is_empty());
+        assert_eq!(
+            s.handle(
+                MS(3_200),
+                Input::PeerFinished {
+                    id: 1,
+                    outcome: PeerOutcome::Complete
+                }
+            ),
+            vec![Action::Deliver { id: 1 }]
+        );
+    }
+
+    #[test]
+    fn the_seeding_wait_scales_with_the_swarm_size_the_tracker_reports() {
+        let config = SchedulerConfig {
+            seed: 7,
+            ..Default::default()
+        };
+        // A far deadline, so that only the rank decides.
+        let wait_with_tracker_count = |count: Option<u64>| {
+            let mut s = with_peers(config, &[10]);
+            if let Some(peers) = count {
+                s.handle(
+                    T0,
+                    Input::SwarmSize {
+                        swarm: swarm(),
+                        peers,
+                    },
+                );
+            }
+            submit(&mut s, T0, 1, shared(7, 100_000_000));
+            s.next_wakeup(T0).expect("a seeding time")
+        };
+        let alone_with_one_link = wait_with_tracker_count(None);
+        // One other peer: at most one spacing.
+        assert!(alone_with_one_link < config.seed_spacing);
+        assert!(!alone_with_one_link.is_zero());
+        // A tracker count under the links known changes nothing.
+        assert_eq!(wait_with_tracker_count(Some(1)), alone_with_one_link);
+        // 1,001 peers: the same draw ranks 1,000 times as far.
+        let big = wait_with_tracker_count(Some(1_001)).as_secs_f64();
+        let ratio = big / alone_with_one_link.as_secs_f64();
+        assert!((ratio - 1_000.0).abs() < 1e-3, "{ratio}");
+    }
+
+    #[test]
+    fn a_peer_the_mesh_has_not_reached_by_half_its_slack_seeds_before_the_urgent_time() {
+        let mut s = with_peers(
+            SchedulerConfig {
+                seed: 3,
+                ..Default::default()
+            },
+            &[10],
+        );
+        // A huge swarm: its rank would put it far past the deadline.
+        s.handle(
+            T0,
+            Input::SwarmSize {
+                swarm: swarm(),
+                peers: 1_000_000,
+            },
+        );
+        submit(&mut s, MS(1_000), 1, shared(7, 11_000));
+        // Urgent at 10 s; half the 9 s slack is 5.5 s.
+        let seed_at = s.next_wakeup(MS(1_000)).expect("a seeding time");
+        assert!(seed_at >= MS(5_500) && seed_at < MS(10_000), "{seed_at:?}");
+        assert!(s.poll(seed_at.saturating_sub(MS(1))).is_empty());
+        assert_eq!(
+            s.poll(seed_at),
+            vec![Action::StartHttp {
+                id: 1,
+                attempt: 0,
+                from: 0
+            }]
         );
     }
 
@@ -1288,14 +1478,7 @@ mod tests {
         let mut s = with_peers(SchedulerConfig::default(), &[10]);
         announce(&mut s, T0, 10, &[7], &[]);
         submit(&mut s, T0, 1, shared(7, 4_000));
-        let a = s.handle(
-            MS(100),
-            Input::PeerProgress {
-                id: 1,
-                received: 500_000,
-                total: Some(1_000_000),
-            },
-        );
+        let a = s.handle(MS(100), progress(500_000, 1_000_000));
         assert!(a.is_empty());
     }
 
@@ -1313,14 +1496,7 @@ mod tests {
             }]
         );
         announce(&mut s, T0, 11, &[7], &[]);
-        s.handle(
-            MS(100),
-            Input::PeerProgress {
-                id: 1,
-                received: 30_000,
-                total: Some(90_000),
-            },
-        );
+        s.handle(MS(100), progress(30_000, 90_000));
         assert_eq!(
             s.handle(MS(200), Input::PeerDisconnected { peer: 10 }),
             vec![Action::StartPeer {
@@ -1336,14 +1512,7 @@ mod tests {
         let mut s = with_peers(SchedulerConfig::default(), &[10]);
         announce(&mut s, T0, 10, &[7], &[]);
         submit(&mut s, T0, 1, shared(7, 3_000));
-        s.handle(
-            MS(300),
-            Input::PeerProgress {
-                id: 1,
-                received: 40_000,
-                total: Some(100_000),
-            },
-        );
+        s.handle(MS(300), progress(40_000, 100_000));
         // The only holder vanishes; the deadline leaves no time to look for another.
         assert_eq!(
             s.handle(MS(2_100), Input::PeerDisconnected { peer: 10 }),
@@ -1357,13 +1526,7 @@ mod tests {
 
     #[test]
     fn absent_answers_try_the_next_peer_then_the_cdn() {
-        let mut s = with_peers(SchedulerConfig::default(), &[10, 11]);
-        announce(&mut s, T0, 10, &[7], &[]);
-        announce(&mut s, T0, 11, &[7], &[]);
-        let a = submit(&mut s, T0, 1, shared(7, 20_000));
-        let Action::StartPeer { peer: first, .. } = a[0] else {
-            panic!("{a:?}")
-        };
+        let (mut s, first, _) = asking_one_of_two_holders(20_000);
         let a = s.handle(
             MS(10),
             Input::PeerFinished {
@@ -1375,7 +1538,7 @@ mod tests {
             panic!("{a:?}")
         };
         assert_ne!(first, second);
-        // Both tried and nobody else has it: the seed draw applies, at most 0.5 s later.
+        // Both tried and nobody else has it: the seed draw applies, within two spacings.
         assert!(
             s.handle(
                 MS(20),
@@ -1405,14 +1568,7 @@ mod tests {
         let Action::StartPeer { peer, .. } = a[0] else {
             panic!("{a:?}")
         };
-        s.handle(
-            MS(10),
-            Input::PeerProgress {
-                id: 1,
-                received: 90_000,
-                total: Some(90_000),
-            },
-        );
+        s.handle(MS(10), progress(90_000, 90_000));
         assert_eq!(
             s.handle(
                 MS(20),
@@ -1437,14 +1593,7 @@ mod tests {
         let mut s = with_peers(SchedulerConfig::default(), &[10, 11]);
         announce(&mut s, T0, 10, &[7], &[]);
         submit(&mut s, T0, 1, shared(7, 20_000));
-        s.handle(
-            MS(10),
-            Input::PeerProgress {
-                id: 1,
-                received: 1_000,
-                total: Some(9_000),
-            },
-        );
+        s.handle(MS(10), progress(1_000, 9_000));
         announce(&mut s, MS(10), 11, &[7], &[]);
         s.handle(
             MS(20),
@@ -1453,14 +1602,7 @@ mod tests {
                 outcome: PeerOutcome::Failed,
             },
         );
-        s.handle(
-            MS(30),
-            Input::PeerProgress {
-                id: 1,
-                received: 2_000,
-                total: Some(9_000),
-            },
-        );
+        s.handle(MS(30), progress(2_000, 9_000));
         let a = s.poll(MS(2_030));
         assert_eq!(
             a,

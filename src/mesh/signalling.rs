@@ -55,6 +55,11 @@ pub enum HubEvent {
         reason: String,
     },
     Warning(MeshError),
+    /// A tracker's count of the swarm's peers (`complete` + `incomplete`).
+    SwarmSize {
+        swarm: InfoHash,
+        peers: u64,
+    },
 }
 
 enum Command {
@@ -386,7 +391,18 @@ impl Tracker {
             }
             // The answering side's connect() times out on its own.
             TrackerOutput::AnswerNotSent { .. } => None,
-            TrackerOutput::SwarmStats { .. } => None,
+            TrackerOutput::SwarmStats {
+                info_hash,
+                complete,
+                incomplete,
+            } => {
+                let peers = complete.unwrap_or(0) + incomplete.unwrap_or(0);
+                let _ = self.hub.try_send(HubEvent::SwarmSize {
+                    swarm: info_hash,
+                    peers,
+                });
+                None
+            }
             TrackerOutput::Warning(reason) => {
                 let _ = self.hub.try_send(HubEvent::Warning(MeshError::Tracker {
                     url: self.url.to_string(),

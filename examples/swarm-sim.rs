@@ -1,0 +1,2334 @@
+//! swarm-sim: the real delivery scheduler against a simulated swarm, much faster than real time.
+//!
+//! ```text
+//! cargo run --release --example swarm-sim -- --peers 10000 --seconds 600 [--out DIR]
+//! ```
+//!
+//! Every simulated viewer runs one real [`gstmesh::scheduler::Scheduler`], fed the inputs
+//! `src/delivery.rs` feeds it and obeyed the way the hub obeys it. In front of it sits the
+//! live logic of `src/session.rs` (playlist reloads, the hash-file lookup, the live start
+//! point and deadlines); around it, simulated peer links, uploads, the tracker, the CDN, churn
+//! and a player. It is a deterministic discrete-event simulation: the same `--seed` gives the
+//! same numbers, whatever `--threads`.
+//!
+//! For each swarm size N (10, 100, 1000, 10000 up to `--peers`, and `--peers` itself) and each
+//! scenario (plain, churn, upload caps), it runs the mesh and a CDN-only baseline with the
+//! same viewers, joins, departures and links to the CDN, and reports offload
+//! (1 − origin bytes / bytes played), origin requests per segment, stalls and start-up.
+
+use gstmesh::mesh::SegmentId;
+use gstmesh::mesh::swarm::InfoHash;
+use gstmesh::model::Resource;
+use gstmesh::scheduler::{
+    Action, Input, PeerOutcome, RequestId, Scheduler, SchedulerConfig, SegmentRequest, Share,
+    ShareKey,
+};
+use serde::Serialize;
+use std::cmp::Ordering as CmpOrdering;
+use std::collections::{BinaryHeap, VecDeque};
+use std::path::PathBuf;
+use std::rc::Rc;
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+const USAGE: &str = "\
+usage: swarm-sim [options]
+
+Runs the real gstmesh scheduler, one per simulated viewer, against simulated peer links,
+uploads, a WebTorrent tracker, a CDN, churn and a live playlist of 2 s segments, in
+simulated time. For each N in 10, 100, 1000, 10000 up to --peers (and --peers itself) and
+each scenario, the mesh and a CDN-only baseline (same viewers, no mesh) are run.
+
+  --peers N            largest swarm size (2-100000, default 1000)
+  --seconds S          simulated seconds per run (60-7200, default 300)
+  --seed N             seed of every random draw (default 1)
+  --out DIR            also write DIR/sim.json and DIR/sim.svg (offload against N)
+  --scenarios LIST     comma-separated, from plain, churn, caps (default: all three)
+                         plain  no churn, no upload cap
+                         churn  --churn percent of viewers per minute leave, as many join
+                         caps   every viewer sets max-upload-rate to --upload-cap
+  --threads N          runs in parallel (1-64, default: the available cores)
+  --live-delay S       the element's live-delay, in seconds (0-30, default 0: the
+                       playlist's hold-back, three target durations = 6 s)
+  --bitrate KBPS       stream bitrate (100-50000, default 3000; segments vary by ±15 %)
+  --max-peers N        the element's max-peers (1-200, default 10)
+  --cache-mb MB        the element's cache-size in MiB (1-4096, default 8)
+  --uplink MIN-MAX     viewers' uplink in Mbit/s, drawn per viewer (default 10-50)
+  --downlink MIN-MAX   viewers' downlink in Mbit/s, drawn per viewer (default 25-100)
+  --upload-cap MBIT    max-upload-rate of the caps scenario, in Mbit/s (default 10)
+  --churn PCT          churn scenario: percent of viewers replaced per minute (default 10)
+  --rtt MIN-MAX        round-trip time of a peer link in ms, drawn per link (default 20-80)
+  --cdn-rtt MIN-MAX    round-trip time to the CDN in ms, drawn per viewer (default 20-60)
+  --cdn-mbit MIN-MAX   CDN throughput of one request in Mbit/s, drawn per request
+                       (default 20-80; a viewer's downlink caps it too)
+  --ramp S             the first N viewers join over S seconds (0-600, default 30)
+  -h, --help           this text
+
+Exit status: 0 on success, 2 on invalid arguments.
+";
+
+type Micros = u64;
+const MS: Micros = 1_000;
+const SEC: Micros = 1_000_000;
+/// Segment duration of the live stream, as in the mesh tests.
+const SEGMENT: Micros = 2 * SEC;
+/// HLS hold-back without HOLD-BACK: three target durations.
+const HOLD_BACK: Micros = 3 * SEGMENT;
+/// Segments published before the simulation starts, so the first playlist is full.
+const HISTORY_SEGMENTS: i64 = 30;
+/// How often a running peer upload reports progress (the hub reports every 16 KiB chunk;
+/// the scheduler only needs the rate and "still moving").
+const PROGRESS_EVERY: Micros = 250 * MS;
+/// Signalling constants of `src/mesh/signalling.rs` and `src/mesh/tracker.rs`.
+const OFFERS_PER_ANNOUNCE: usize = 5;
+const ANNOUNCE_INTERVAL: Micros = 120 * SEC;
+const OFFER_EXPIRY: Micros = 50 * SEC;
+/// The hub's `DISCOVERY_GRACE` with a tracker.
+const DISCOVERY_GRACE: Micros = 3 * SEC;
+/// Uploads queued per link beyond the one being sent (`LINK_UPLOAD_QUEUE`).
+const UPLOAD_QUEUE: usize = 8;
+/// The session refetches the hash file at most this often (`HASHES_REFETCH`).
+const HASHES_REFETCH: Micros = SEC;
+/// A killed peer's links go down when ICE gives up on it (webrtc's disconnected timeout).
+const ABRUPT_LEAVE_DETECTION: Micros = 5 * SEC;
+/// The scheduler's urgent window (SchedulerConfig::default), to classify CDN fetches.
+const URGENT_WINDOW: Micros = SEC;
+const SWARM_ID: &str = "5157a2d0c0ffee5157a2";
+
+// ---- arguments ---------------------------------------------------------------------------
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize)]
+#[serde(rename_all = "lowercase")]
+enum Scenario {
+    #[default]
+    Plain,
+    Churn,
+    Caps,
+}
+
+impl Scenario {
+    fn name(self) -> &'static str {
+        match self {
+            Scenario::Plain => "plain",
+            Scenario::Churn => "churn",
+            Scenario::Caps => "caps",
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize)]
+struct Args {
+    peers: usize,
+    seconds: u64,
+    seed: u64,
+    out: Option<PathBuf>,
+    scenarios: Vec<Scenario>,
+    threads: usize,
+    live_delay_s: f64,
+    bitrate_kbps: u64,
+    max_peers: usize,
+    cache_mb: u64,
+    uplink_mbit: (f64, f64),
+    downlink_mbit: (f64, f64),
+    upload_cap_mbit: f64,
+    churn_pct_per_min: f64,
+    rtt_ms: (f64, f64),
+    cdn_rtt_ms: (f64, f64),
+    cdn_mbit: (f64, f64),
+    ramp_s: f64,
+}
+
+impl Default for Args {
+    fn default() -> Self {
+        Args {
+            peers: 1000,
+            seconds: 300,
+            seed: 1,
+            out: None,
+            scenarios: vec![Scenario::Plain, Scenario::Churn, Scenario::Caps],
+            threads: std::thread::available_parallelism().map_or(1, |n| n.get()),
+            live_delay_s: 0.0,
+            bitrate_kbps: 3000,
+            max_peers: 10,
+            cache_mb: 8,
+            uplink_mbit: (10.0, 50.0),
+            downlink_mbit: (25.0, 100.0),
+            upload_cap_mbit: 10.0,
+            churn_pct_per_min: 10.0,
+            rtt_ms: (20.0, 80.0),
+            cdn_rtt_ms: (20.0, 60.0),
+            cdn_mbit: (20.0, 80.0),
+            ramp_s: 30.0,
+        }
+    }
+}
+
+enum Parsed {
+    Run(Box<Args>),
+    Help,
+}
+
+fn parse_number<T: std::str::FromStr + PartialOrd + std::fmt::Display>(
+    option: &str,
+    value: &str,
+    min: T,
+    max: T,
+) -> Result<T, String> {
+    match value.parse::<T>() {
+        Ok(v) if v >= min && v <= max => Ok(v),
+        _ => Err(format!(
+            "{option}: expected a number from {min} to {max}, got {value:?}"
+        )),
+    }
+}
+
+fn parse_range(option: &str, value: &str, min: f64, max: f64) -> Result<(f64, f64), String> {
+    let bad =
+        || format!("{option}: expected MIN-MAX with {min} <= MIN <= MAX <= {max}, got {value:?}");
+    let (lo, hi) = value.split_once('-').ok_or_else(bad)?;
+    let (lo, hi): (f64, f64) = (
+        lo.trim().parse().map_err(|_| bad())?,
+        hi.trim().parse().map_err(|_| bad())?,
+    );
+    if !(lo.is_finite() && hi.is_finite() && min <= lo && lo <= hi && hi <= max) {
+        return Err(bad());
+    }
+    Ok((lo, hi))
+}
+
+fn parse_args(raw: &[String]) -> Result<Parsed, String> {
+    let mut args = Args::default();
+    let mut it = raw.iter();
+    while let Some(option) = it.next() {
+        if option == "-h" || option == "--help" {
+            return Ok(Parsed::Help);
+        }
+        let (name, inline) = match option.split_once('=') {
+            Some((n, v)) if n.starts_with("--") => (n, Some(v.to_owned())),
+            _ => (option.as_str(), None),
+        };
+        let known = [
+            "--peers",
+            "--seconds",
+            "--seed",
+            "--out",
+            "--scenarios",
+            "--threads",
+            "--live-delay",
+            "--bitrate",
+            "--max-peers",
+            "--cache-mb",
+            "--uplink",
+            "--downlink",
+            "--upload-cap",
+            "--churn",
+            "--rtt",
+            "--cdn-rtt",
+            "--cdn-mbit",
+            "--ramp",
+        ];
+        if !known.contains(&name) {
+            return Err(format!("unknown option {option:?}"));
+        }
+        let value = match inline {
+            Some(v) => v,
+            None => it
+                .next()
+                .cloned()
+                .ok_or_else(|| format!("{name} needs a value"))?,
+        };
+        let v = value.as_str();
+        match name {
+            "--peers" => args.peers = parse_number(name, v, 2, 100_000)?,
+            "--seconds" => args.seconds = parse_number(name, v, 60, 7200)?,
+            "--seed" => args.seed = parse_number(name, v, 0, u64::MAX)?,
+            "--out" => {
+                if v.is_empty() {
+                    return Err("--out: expected a folder".into());
+                }
+                args.out = Some(PathBuf::from(v));
+            }
+            "--scenarios" => {
+                let mut list = Vec::new();
+                for part in v.split(',').map(str::trim) {
+                    let scenario = match part {
+                        "plain" => Scenario::Plain,
+                        "churn" => Scenario::Churn,
+                        "caps" => Scenario::Caps,
+                        other => {
+                            return Err(format!(
+                                "--scenarios: unknown scenario {other:?} (plain, churn, caps)"
+                            ));
+                        }
+                    };
+                    if !list.contains(&scenario) {
+                        list.push(scenario);
+                    }
+                }
+                args.scenarios = list;
+            }
+            "--threads" => args.threads = parse_number(name, v, 1, 64)?,
+            "--live-delay" => args.live_delay_s = parse_number(name, v, 0.0, 30.0)?,
+            "--bitrate" => args.bitrate_kbps = parse_number(name, v, 100, 50_000)?,
+            "--max-peers" => args.max_peers = parse_number(name, v, 1, 200)?,
+            "--cache-mb" => args.cache_mb = parse_number(name, v, 1, 4096)?,
+            "--uplink" => args.uplink_mbit = parse_range(name, v, 0.1, 10_000.0)?,
+            "--downlink" => args.downlink_mbit = parse_range(name, v, 0.1, 10_000.0)?,
+            "--upload-cap" => args.upload_cap_mbit = parse_number(name, v, 0.1, 10_000.0)?,
+            "--churn" => args.churn_pct_per_min = parse_number(name, v, 0.0, 100.0)?,
+            "--rtt" => args.rtt_ms = parse_range(name, v, 0.0, 2000.0)?,
+            "--cdn-rtt" => args.cdn_rtt_ms = parse_range(name, v, 0.0, 2000.0)?,
+            "--cdn-mbit" => args.cdn_mbit = parse_range(name, v, 0.1, 100_000.0)?,
+            "--ramp" => args.ramp_s = parse_number(name, v, 0.0, 600.0)?,
+            _ => unreachable!("checked against the known options"),
+        }
+    }
+    if args.ramp_s >= args.seconds as f64 {
+        return Err(format!(
+            "--ramp ({} s) must be shorter than --seconds ({} s)",
+            args.ramp_s, args.seconds
+        ));
+    }
+    Ok(Parsed::Run(Box::new(args)))
+}
+
+/// N = 10, 100, 1000, 10000 up to `max`, plus `max` itself.
+fn swarm_sizes(max: usize) -> Vec<usize> {
+    let mut sizes: Vec<usize> = [10, 100, 1000, 10_000]
+        .into_iter()
+        .filter(|n| *n <= max)
+        .collect();
+    if !sizes.contains(&max) {
+        sizes.push(max);
+    }
+    sizes.sort_unstable();
+    sizes
+}
+
+// ---- randomness ----------------------------------------------------------------------------
+
+fn mix64(mut x: u64) -> u64 {
+    // splitmix64 finaliser
+    x = x.wrapping_add(0x9e37_79b9_7f4a_7c15);
+    x = (x ^ (x >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    x = (x ^ (x >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+    x ^ (x >> 31)
+}
+
+/// An independent stream for (seed, purpose, index): runs with and without the mesh draw
+/// the same viewers, joins and departures.
+fn stream_seed(seed: u64, purpose: u64, index: u64) -> u64 {
+    mix64(seed ^ mix64(purpose.wrapping_mul(0x1000_0000_01b3) ^ mix64(index)))
+}
+
+const PURPOSE_POPULATION: u64 = 1;
+const PURPOSE_VIEWER: u64 = 2;
+const PURPOSE_MESH: u64 = 3;
+const PURPOSE_SEGMENTS: u64 = 4;
+
+#[derive(Debug, Clone)]
+struct Rng(u64);
+
+impl Rng {
+    fn new(seed: u64) -> Self {
+        Rng(mix64(seed))
+    }
+
+    fn next_u64(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+        z ^ (z >> 31)
+    }
+
+    /// Uniform in [0, 1).
+    fn unit(&mut self) -> f64 {
+        (self.next_u64() >> 11) as f64 / (1u64 << 53) as f64
+    }
+
+    fn range(&mut self, (lo, hi): (f64, f64)) -> f64 {
+        lo + (hi - lo) * self.unit()
+    }
+
+    fn below(&mut self, n: usize) -> usize {
+        ((self.next_u64() as u128 * n as u128) >> 64) as usize
+    }
+
+    fn micros(&mut self, lo: Micros, hi: Micros) -> Micros {
+        lo + self.below((hi - lo + 1) as usize) as Micros
+    }
+}
+
+// ---- the population: who is there when ---------------------------------------------------
+
+#[derive(Debug, Clone)]
+struct ViewerPlan {
+    join_at: Micros,
+    leave_at: Option<Micros>,
+    /// Closed its tab (links close at once) rather than crashed (links time out).
+    graceful: bool,
+}
+
+/// Joins and departures, drawn before the run so the mesh and the baseline share them.
+fn plan_population(args: &Args, n: usize, scenario: Scenario) -> Vec<ViewerPlan> {
+    let mut rng = Rng::new(stream_seed(args.seed, PURPOSE_POPULATION, n as u64));
+    let ramp = (args.ramp_s * SEC as f64) as Micros;
+    let end = args.seconds * SEC;
+    let mut plans: Vec<ViewerPlan> = (0..n)
+        .map(|_| ViewerPlan {
+            join_at: (rng.unit() * ramp as f64) as Micros,
+            leave_at: None,
+            graceful: true,
+        })
+        .collect();
+    if scenario == Scenario::Churn && args.churn_pct_per_min > 0.0 {
+        // Poisson departures after the ramp; each leaver is replaced at once by a newcomer.
+        let per_second = n as f64 * args.churn_pct_per_min / 100.0 / 60.0;
+        let mut present: Vec<usize> = (0..n).collect();
+        let mut t = ramp as f64 / SEC as f64;
+        loop {
+            t += -(1.0 - rng.unit()).ln() / per_second;
+            let at = (t * SEC as f64) as Micros;
+            if at >= end {
+                break;
+            }
+            let slot = rng.below(present.len());
+            let leaver = present[slot];
+            plans[leaver].leave_at = Some(at);
+            plans[leaver].graceful = rng.unit() < 0.5;
+            present[slot] = plans.len();
+            plans.push(ViewerPlan {
+                join_at: at,
+                leave_at: None,
+                graceful: true,
+            });
+        }
+    }
+    plans
+}
+
+// ---- events ----------------------------------------------------------------------------------
+
+type PeerIdx = u32;
+type LinkId = u64;
+
+#[derive(Debug)]
+enum Msg {
+    Announce {
+        loaded: Rc<[SegmentId]>,
+        loading: Rc<[SegmentId]>,
+    },
+    Request {
+        req: RequestId,
+        segment: SegmentId,
+        from: u64,
+    },
+    Cancel {
+        req: RequestId,
+    },
+    Absent {
+        req: RequestId,
+    },
+    /// `segment data` with the size of what follows.
+    Header {
+        req: RequestId,
+        size: u64,
+    },
+    /// Data messages so far: the requester now holds `received` bytes.
+    Progress {
+        req: RequestId,
+        received: u64,
+    },
+    Completed {
+        req: RequestId,
+    },
+}
+
+#[derive(Debug)]
+enum Event {
+    Join(PeerIdx),
+    Leave(PeerIdx),
+    Wake(PeerIdx, u64),
+    ReloadDue(PeerIdx),
+    HttpDone(PeerIdx, RequestId, u64),
+    TrackerAnnounce(PeerIdx),
+    OfferRelay { from: PeerIdx, to: PeerIdx },
+    OfferExpire(PeerIdx),
+    LinkOpen { offerer: PeerIdx, answerer: PeerIdx },
+    LinkDown { at: PeerIdx, link: LinkId },
+    Msg { to: PeerIdx, link: LinkId, msg: Msg },
+    UploaderWake(PeerIdx, u64),
+    Sample,
+}
+
+struct Scheduled {
+    at: Micros,
+    seq: u64,
+    event: Event,
+}
+
+impl PartialEq for Scheduled {
+    fn eq(&self, other: &Self) -> bool {
+        (self.at, self.seq) == (other.at, other.seq)
+    }
+}
+impl Eq for Scheduled {}
+impl PartialOrd for Scheduled {
+    fn partial_cmp(&self, other: &Self) -> Option<CmpOrdering> {
+        Some(self.cmp(other))
+    }
+}
+impl Ord for Scheduled {
+    fn cmp(&self, other: &Self) -> CmpOrdering {
+        // Earliest first out of the max-heap; ties in the order they were scheduled.
+        (other.at, other.seq).cmp(&(self.at, self.seq))
+    }
+}
+
+// ---- viewers --------------------------------------------------------------------------------
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Kind {
+    Playlist,
+    Hashes,
+    Media {
+        sequence: SegmentId,
+        size: u64,
+        /// Absolute simulated time.
+        deadline: Micros,
+        first: bool,
+        from_peers: bool,
+    },
+}
+
+#[derive(Debug, Clone, Copy)]
+struct HttpTransfer {
+    generation: u64,
+    first_byte_at: Micros,
+    bytes: u64,
+    bytes_per_us: f64,
+}
+
+#[derive(Debug)]
+struct Pending {
+    id: RequestId,
+    kind: Kind,
+    /// Bytes held so far (peers; HTTP appends the rest), as the hub's `data.len()`.
+    held: u64,
+    peer_bytes: u64,
+    from_cdn: bool,
+    peer: Option<LinkId>,
+    http: Option<HttpTransfer>,
+    /// The newest segment the origin had when it answered (playlist and hash file).
+    origin_last: SegmentId,
+}
+
+#[derive(Debug, Clone, Copy)]
+struct LinkEnd {
+    id: LinkId,
+    remote: PeerIdx,
+    one_way: Micros,
+}
+
+#[derive(Debug)]
+struct Upload {
+    link: LinkId,
+    to: PeerIdx,
+    req: RequestId,
+    /// The resume offset the requester asked for.
+    base: u64,
+    /// Bytes to send after `base`.
+    size: u64,
+    sent: f64,
+    active: bool,
+}
+
+#[derive(Debug, Default)]
+struct Uploader {
+    uploads: Vec<Upload>,
+    /// The token bucket of max-upload-rate, in bytes.
+    tokens: f64,
+    last: Micros,
+    generation: u64,
+    next_progress: Micros,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Stage {
+    Manifest,
+    Reload,
+    Sleeping,
+    Hashes,
+    Segment,
+}
+
+/// The session's stream driver for the one live track.
+#[derive(Debug)]
+struct Driver {
+    stage: Stage,
+    /// Newest segment of the playlist held.
+    playlist_last: SegmentId,
+    next_sequence: SegmentId,
+    next_pts: Micros,
+    /// Session time of pts 0, fixed by the first media request.
+    live_origin: Option<Micros>,
+    last_reload: Micros,
+    unchanged_reloads: u32,
+    hashes_last: Option<SegmentId>,
+    hashes_fetched_at: Option<Micros>,
+    first_media_done: bool,
+}
+
+#[derive(Debug, Default)]
+struct Player {
+    started_at: Option<Micros>,
+    resumed_at: Micros,
+    resumed_pts: Micros,
+    buffered_end: Micros,
+    stalls: u64,
+    stalled: Micros,
+}
+
+impl Player {
+    fn run_out_at(&self) -> Micros {
+        self.resumed_at + (self.buffered_end - self.resumed_pts)
+    }
+
+    fn push(&mut self, now: Micros, duration: Micros) {
+        if self.started_at.is_none() {
+            self.started_at = Some(now);
+            self.resumed_at = now;
+            self.buffered_end = duration;
+            return;
+        }
+        let run_out = self.run_out_at();
+        if now > run_out {
+            self.stalls += 1;
+            self.stalled += now - run_out;
+            self.resumed_at = now;
+            self.resumed_pts = self.buffered_end;
+        }
+        self.buffered_end += duration;
+    }
+
+    /// Counts a stall still going on at `end`.
+    fn finish(&mut self, end: Micros) {
+        if self.started_at.is_some() && end > self.run_out_at() {
+            self.stalls += 1;
+            self.stalled += end - self.run_out_at();
+        }
+    }
+}
+
+struct Viewer {
+    joined: Micros,
+    scheduler: Scheduler,
+    wake_at: Option<Micros>,
+    wake_generation: u64,
+    last_poll: Option<Micros>,
+    downlink_bytes_per_us: f64,
+    uplink_bytes_per_us: f64,
+    cdn_rtt: Micros,
+    rng: Rng,
+    next_request: RequestId,
+    pending: Vec<Pending>,
+    driver: Driver,
+    player: Player,
+    // mesh
+    in_swarm: bool,
+    links: Vec<LinkEnd>,
+    handshakes: usize,
+    cache: VecDeque<(SegmentId, u64)>,
+    cache_bytes: u64,
+    loading: Vec<SegmentId>,
+    announce_due: bool,
+    uploader: Uploader,
+}
+
+impl Viewer {
+    fn pending_mut(&mut self, id: RequestId) -> Option<&mut Pending> {
+        self.pending.iter_mut().find(|p| p.id == id)
+    }
+
+    fn link(&self, id: LinkId) -> Option<LinkEnd> {
+        self.links.iter().find(|l| l.id == id).copied()
+    }
+
+    fn session_time(&self, now: Micros) -> Duration {
+        Duration::from_micros(now - self.joined)
+    }
+}
+
+// ---- results ---------------------------------------------------------------------------------
+
+/// Why a media segment went to the CDN, as seen from outside the scheduler.
+#[derive(Debug, Clone, Default, Serialize)]
+struct CdnReasons {
+    /// The viewer's first segment: its deadline is "now" (session.rs).
+    first: u64,
+    /// No published hash yet (hash file refetched less than 1 s ago): peers may not serve.
+    unverifiable: u64,
+    /// Completing a stalled, late or broken peer transfer from the first missing byte.
+    resume: u64,
+    /// Within the urgent window of the deadline.
+    urgent: u64,
+    /// No peer link at all.
+    alone: u64,
+    /// Peers are linked and there is time to spare: the seeding draw (or a peer left).
+    seed: u64,
+}
+
+#[derive(Debug, Clone, Default, Serialize)]
+struct RunResult {
+    n: usize,
+    scenario: Scenario,
+    mesh: bool,
+    viewers_joined: usize,
+    viewer_hours: f64,
+    segments_played: u64,
+    segments_from_peers: u64,
+    segments_mixed: u64,
+    distinct_segments: u64,
+    bytes_played: u64,
+    origin_bytes: u64,
+    origin_media_bytes: u64,
+    origin_media_requests: u64,
+    origin_other_requests: u64,
+    bytes_uploaded: u64,
+    offload: f64,
+    media_offload: f64,
+    cdn_requests_per_segment: f64,
+    cdn_reasons: CdnReasons,
+    stalls: u64,
+    stall_seconds: f64,
+    startup_ms_median: f64,
+    startup_ms_p95: f64,
+    mean_links: f64,
+    peer_requests: u64,
+    absent_answers: u64,
+    timer_spins: u64,
+    wall_seconds: f64,
+}
+
+#[derive(Default)]
+struct Totals {
+    result: RunResult,
+    startups: Vec<Micros>,
+    played: Vec<bool>,
+    link_samples: (u64, u64),
+    viewer_time: Micros,
+}
+
+/// Where a viewer joining now starts: the live edge minus the delay, inside the playlist.
+fn live_start(last: SegmentId, live_delay: Micros, playlist_window: i64) -> SegmentId {
+    let end = (last + 1) as u64 * SEGMENT;
+    let target = end.saturating_sub(live_delay.max(HOLD_BACK));
+    let first = last - playlist_window + 1;
+    ((target / SEGMENT) as SegmentId).max(first)
+}
+
+// ---- the simulation ------------------------------------------------------------------------
+
+struct RunConfig {
+    n: usize,
+    scenario: Scenario,
+    mesh: bool,
+    end: Micros,
+    live_delay: Micros,
+    bytes_per_segment: f64,
+    upload_cap_bytes_per_us: Option<f64>,
+    cache_bytes: u64,
+    max_peers: usize,
+    rtt: (f64, f64),
+    cdn_mbit: (f64, f64),
+    seed: u64,
+    playlist_window: i64,
+}
+
+struct Sim<'a> {
+    cfg: RunConfig,
+    args: &'a Args,
+    plans: Vec<ViewerPlan>,
+    now: Micros,
+    queue: BinaryHeap<Scheduled>,
+    next_seq: u64,
+    viewers: Vec<Option<Viewer>>,
+    /// The tracker's swarm, for its random picks.
+    members: Vec<PeerIdx>,
+    member_slot: Vec<usize>,
+    rng: Rng,
+    next_link: LinkId,
+    next_generation: u64,
+    swarm: InfoHash,
+    url: url::Url,
+    totals: Totals,
+    progress: &'a AtomicU64,
+}
+
+fn to_micros(d: Duration) -> Micros {
+    // Round up: a timer must not fire before the time asked for.
+    d.as_nanos().div_ceil(1000) as Micros
+}
+
+fn mbit_to_bytes_per_us(mbit: f64) -> f64 {
+    mbit * 1e6 / 8.0 / 1e6
+}
+
+impl<'a> Sim<'a> {
+    fn new(
+        args: &'a Args,
+        n: usize,
+        scenario: Scenario,
+        mesh: bool,
+        progress: &'a AtomicU64,
+    ) -> Self {
+        let live_delay = (args.live_delay_s * SEC as f64) as Micros;
+        let behind = live_delay.max(HOLD_BACK);
+        let cfg = RunConfig {
+            n,
+            scenario,
+            mesh,
+            end: args.seconds * SEC,
+            live_delay,
+            bytes_per_segment: args.bitrate_kbps as f64 * 1000.0 / 8.0 * (SEGMENT / SEC) as f64,
+            upload_cap_bytes_per_us: (scenario == Scenario::Caps)
+                .then(|| mbit_to_bytes_per_us(args.upload_cap_mbit)),
+            cache_bytes: args.cache_mb * 1024 * 1024,
+            max_peers: args.max_peers,
+            rtt: args.rtt_ms,
+            cdn_mbit: args.cdn_mbit,
+            seed: args.seed,
+            playlist_window: (behind / SEGMENT) as i64 + 4,
+        };
+        let plans = plan_population(args, n, scenario);
+        let total_segments = (cfg.end / SEGMENT) as usize + HISTORY_SEGMENTS as usize + 2;
+        let mut sim = Sim {
+            rng: Rng::new(stream_seed(args.seed, PURPOSE_MESH, n as u64)),
+            member_slot: vec![usize::MAX; plans.len()],
+            viewers: (0..plans.len()).map(|_| None).collect(),
+            plans,
+            cfg,
+            args,
+            now: 0,
+            queue: BinaryHeap::new(),
+            next_seq: 0,
+            members: Vec::new(),
+            next_link: 1,
+            next_generation: 1,
+            swarm: InfoHash::parse(SWARM_ID).expect("valid info_hash"),
+            url: url::Url::parse("http://cdn.invalid/live/segment.ts").expect("valid URL"),
+            totals: Totals {
+                played: vec![false; total_segments],
+                ..Default::default()
+            },
+            progress,
+        };
+        for (i, plan) in sim.plans.clone().iter().enumerate() {
+            sim.schedule(plan.join_at, Event::Join(i as PeerIdx));
+            if let Some(at) = plan.leave_at {
+                sim.schedule(at, Event::Leave(i as PeerIdx));
+            }
+        }
+        sim.schedule(10 * SEC, Event::Sample);
+        sim
+    }
+
+    fn schedule(&mut self, at: Micros, event: Event) {
+        self.next_seq += 1;
+        self.queue.push(Scheduled {
+            at,
+            seq: self.next_seq,
+            event,
+        });
+    }
+
+    fn generation(&mut self) -> u64 {
+        self.next_generation += 1;
+        self.next_generation
+    }
+
+    /// The newest segment the origin has published at `t`.
+    fn origin_last(&self, t: Micros) -> SegmentId {
+        (t / SEGMENT) as SegmentId + HISTORY_SEGMENTS - 1
+    }
+
+    fn segment_size(&self, sequence: SegmentId) -> u64 {
+        let draw = mix64(stream_seed(
+            self.cfg.seed,
+            PURPOSE_SEGMENTS,
+            sequence as u64,
+        ));
+        let unit = (draw >> 11) as f64 / (1u64 << 53) as f64;
+        (self.cfg.bytes_per_segment * (0.85 + 0.3 * unit)) as u64
+    }
+
+    fn playlist_bytes(&self) -> u64 {
+        120 + 60 * self.cfg.playlist_window as u64
+    }
+
+    fn hashes_bytes(&self) -> u64 {
+        2 + 85 * self.cfg.playlist_window as u64
+    }
+
+    fn viewer(&mut self, p: PeerIdx) -> Option<&mut Viewer> {
+        self.viewers[p as usize].as_mut()
+    }
+
+    fn v(&mut self, p: PeerIdx) -> &mut Viewer {
+        self.viewers[p as usize].as_mut().expect("live viewer")
+    }
+
+    fn run(mut self) -> RunResult {
+        let started = Instant::now();
+        let mut next_report = 0;
+        while let Some(Scheduled { at, event, .. }) = self.queue.pop() {
+            if at > self.cfg.end {
+                break;
+            }
+            self.now = at;
+            if at >= next_report {
+                self.progress.store(at / SEC, Ordering::Relaxed);
+                next_report = at + SEC;
+            }
+            self.dispatch(event);
+        }
+        self.now = self.cfg.end;
+        for p in 0..self.viewers.len() {
+            if self.viewers[p].is_some() {
+                self.retire(p as PeerIdx);
+            }
+        }
+        self.progress.store(self.cfg.end / SEC, Ordering::Relaxed);
+        self.finish(started.elapsed())
+    }
+
+    fn finish(self, wall: Duration) -> RunResult {
+        let Totals {
+            mut result,
+            mut startups,
+            played,
+            link_samples,
+            viewer_time,
+        } = self.totals;
+        result.n = self.cfg.n;
+        result.scenario = self.cfg.scenario;
+        result.mesh = self.cfg.mesh;
+        result.viewers_joined = self.plans.len();
+        result.viewer_hours = viewer_time as f64 / 3600.0 / SEC as f64;
+        result.distinct_segments = played.iter().filter(|p| **p).count() as u64;
+        let played_bytes = result.bytes_played.max(1) as f64;
+        result.offload = 1.0 - result.origin_bytes as f64 / played_bytes;
+        result.media_offload = 1.0 - result.origin_media_bytes as f64 / played_bytes;
+        result.cdn_requests_per_segment =
+            result.origin_media_requests as f64 / result.distinct_segments.max(1) as f64;
+        startups.sort_unstable();
+        let quantile = |q: f64| {
+            if startups.is_empty() {
+                return 0.0;
+            }
+            let i = ((startups.len() - 1) as f64 * q).round() as usize;
+            startups[i] as f64 / MS as f64
+        };
+        result.startup_ms_median = quantile(0.5);
+        result.startup_ms_p95 = quantile(0.95);
+        result.mean_links = link_samples.0 as f64 / link_samples.1.max(1) as f64;
+        result.wall_seconds = wall.as_secs_f64();
+        result
+    }
+
+    fn dispatch(&mut self, event: Event) {
+        match event {
+            Event::Join(p) => self.join(p),
+            Event::Leave(p) => {
+                if self.viewers[p as usize].is_some() {
+                    self.retire(p);
+                }
+            }
+            Event::Wake(p, generation) => {
+                let sim_now = self.now;
+                let Some(v) = self.viewer(p) else { return };
+                if v.wake_generation != generation {
+                    return;
+                }
+                v.wake_at = None;
+                let now = v.session_time(sim_now);
+                v.last_poll = Some(sim_now);
+                let actions = v.scheduler.poll(now);
+                self.apply(p, actions);
+                self.settle(p);
+            }
+            Event::ReloadDue(p) => {
+                if self.viewers[p as usize].is_some() {
+                    let actions = self.start_reload(p);
+                    self.apply(p, actions);
+                    self.settle(p);
+                }
+            }
+            Event::HttpDone(p, id, generation) => self.http_done(p, id, generation),
+            Event::TrackerAnnounce(p) => self.tracker_announce(p),
+            Event::OfferRelay { from, to } => self.offer_relay(from, to),
+            Event::OfferExpire(p) => {
+                if let Some(v) = self.viewer(p) {
+                    v.handshakes -= 1;
+                }
+            }
+            Event::LinkOpen { offerer, answerer } => self.link_open(offerer, answerer),
+            Event::LinkDown { at, link } => {
+                if self.viewers[at as usize].is_some() {
+                    self.link_down(at, link);
+                    self.settle(at);
+                }
+            }
+            Event::Msg { to, link, msg } => {
+                let linked = self
+                    .viewers
+                    .get(to as usize)
+                    .and_then(|v| v.as_ref())
+                    .is_some_and(|v| v.link(link).is_some());
+                if linked {
+                    self.on_message(to, link, msg);
+                    self.settle(to);
+                }
+            }
+            Event::UploaderWake(p, generation) => {
+                let Some(v) = self.viewer(p) else { return };
+                if v.uploader.generation != generation {
+                    return;
+                }
+                self.uploader_update(p);
+                self.settle(p);
+            }
+            Event::Sample => {
+                let (mut links, mut viewers) = (0, 0);
+                for v in self.viewers.iter().flatten() {
+                    links += v.links.len() as u64;
+                    viewers += 1;
+                }
+                self.totals.link_samples.0 += links;
+                self.totals.link_samples.1 += viewers;
+                self.schedule(self.now + 10 * SEC, Event::Sample);
+            }
+        }
+    }
+
+    // ---- viewers come and go ----
+
+    fn join(&mut self, p: PeerIdx) {
+        let mut rng = Rng::new(stream_seed(self.cfg.seed, PURPOSE_VIEWER, p as u64));
+        let downlink = mbit_to_bytes_per_us(rng.range(self.args.downlink_mbit));
+        let uplink = mbit_to_bytes_per_us(rng.range(self.args.uplink_mbit));
+        let cdn_rtt = (rng.range(self.args.cdn_rtt_ms) * MS as f64) as Micros;
+        let config = SchedulerConfig {
+            seed: rng.next_u64(),
+            discovery_grace: if self.cfg.mesh {
+                Duration::from_micros(DISCOVERY_GRACE)
+            } else {
+                Duration::ZERO
+            },
+            ..Default::default()
+        };
+        let bucket = self.cfg.upload_cap_bytes_per_us.unwrap_or(0.0) * SEC as f64;
+        self.viewers[p as usize] = Some(Viewer {
+            joined: self.now,
+            scheduler: Scheduler::new(config),
+            wake_at: None,
+            wake_generation: 0,
+            last_poll: None,
+            downlink_bytes_per_us: downlink,
+            uplink_bytes_per_us: uplink,
+            cdn_rtt,
+            rng,
+            next_request: 1,
+            pending: Vec::new(),
+            driver: Driver {
+                stage: Stage::Manifest,
+                playlist_last: 0,
+                next_sequence: 0,
+                next_pts: 0,
+                live_origin: None,
+                last_reload: self.now,
+                unchanged_reloads: 0,
+                hashes_last: None,
+                hashes_fetched_at: None,
+                first_media_done: false,
+            },
+            player: Player::default(),
+            in_swarm: false,
+            links: Vec::new(),
+            handshakes: 0,
+            cache: VecDeque::new(),
+            cache_bytes: 0,
+            loading: Vec::new(),
+            announce_due: false,
+            uploader: Uploader {
+                tokens: bucket,
+                last: self.now,
+                ..Default::default()
+            },
+        });
+        let actions = self.submit(p, Kind::Playlist, None, None);
+        self.apply(p, actions);
+        self.settle(p);
+    }
+
+    /// The viewer leaves (churn) or the run ends: its counts go into the totals.
+    fn retire(&mut self, p: PeerIdx) {
+        self.uploader_advance(p);
+        let now = self.now;
+        let graceful = self.plans[p as usize].graceful || now >= self.cfg.end;
+        let mut v = self.viewers[p as usize].take().expect("live viewer");
+        v.player.finish(now);
+        let t = &mut self.totals;
+        t.result.stalls += v.player.stalls;
+        t.result.stall_seconds += v.player.stalled as f64 / SEC as f64;
+        if let Some(started) = v.player.started_at {
+            t.startups.push(started - v.joined);
+        }
+        t.viewer_time += now - v.joined;
+        // Bytes the origin had sent of transfers cut short.
+        for pending in &v.pending {
+            if let Some(http) = pending.http {
+                let sent = (now.saturating_sub(http.first_byte_at) as f64 * http.bytes_per_us)
+                    .min(http.bytes as f64) as u64;
+                t.result.origin_bytes += sent;
+                if matches!(pending.kind, Kind::Media { .. }) {
+                    t.result.origin_media_bytes += sent;
+                }
+            }
+        }
+        for upload in v.uploader.uploads.iter().filter(|u| u.active) {
+            t.result.bytes_uploaded += upload.sent as u64;
+        }
+        if now >= self.cfg.end {
+            return;
+        }
+        if v.in_swarm {
+            self.leave_swarm(p);
+        }
+        for link in v.links {
+            let delay = if graceful {
+                link.one_way
+            } else {
+                ABRUPT_LEAVE_DETECTION
+            };
+            self.schedule(
+                now + delay,
+                Event::LinkDown {
+                    at: link.remote,
+                    link: link.id,
+                },
+            );
+        }
+    }
+
+    // ---- the scheduler, as the hub drives it ----
+
+    fn feed(&mut self, p: PeerIdx, input: Input) -> Vec<Action> {
+        let now = self.now;
+        let v = self.v(p);
+        let t = v.session_time(now);
+        v.scheduler.handle(t, input)
+    }
+
+    fn apply(&mut self, p: PeerIdx, actions: Vec<Action>) {
+        let mut queue = VecDeque::from(actions);
+        while let Some(action) = queue.pop_front() {
+            let more = self.act(p, action);
+            queue.extend(more);
+        }
+    }
+
+    /// After an event: the announcement it made due, and the scheduler's next timer.
+    fn settle(&mut self, p: PeerIdx) {
+        let now = self.now;
+        let Some(v) = self.viewers[p as usize].as_mut() else {
+            return;
+        };
+        if std::mem::take(&mut v.announce_due) && !v.links.is_empty() {
+            let loaded: Rc<[SegmentId]> = v.cache.iter().map(|(s, _)| *s).collect();
+            let loading: Rc<[SegmentId]> = v.loading.iter().copied().collect();
+            let links = v.links.clone();
+            for link in links {
+                self.send(
+                    link,
+                    Msg::Announce {
+                        loaded: loaded.clone(),
+                        loading: loading.clone(),
+                    },
+                );
+            }
+        }
+        let v = self.viewers[p as usize].as_mut().expect("live viewer");
+        let wake = v
+            .scheduler
+            .next_wakeup(v.session_time(now))
+            .map(|t| v.joined + to_micros(t));
+        let wake = match wake {
+            // Polled at this very instant and still due: the hub would spin; step past it.
+            Some(t) if t <= now && v.last_poll == Some(now) => {
+                self.totals.result.timer_spins += 1;
+                Some(now + MS)
+            }
+            Some(t) => Some(t.max(now)),
+            None => None,
+        };
+        if wake != v.wake_at {
+            v.wake_at = wake;
+            v.wake_generation += 1;
+            let generation = v.wake_generation;
+            if let Some(t) = wake {
+                self.schedule(t, Event::Wake(p, generation));
+            }
+        }
+    }
+
+    fn submit(
+        &mut self,
+        p: PeerIdx,
+        kind: Kind,
+        deadline: Option<Micros>,
+        share: Option<Share>,
+    ) -> Vec<Action> {
+        let v = self.v(p);
+        let id = v.next_request;
+        v.next_request += 1;
+        let joined = v.joined;
+        v.pending.push(Pending {
+            id,
+            kind,
+            held: 0,
+            peer_bytes: 0,
+            from_cdn: false,
+            peer: None,
+            http: None,
+            origin_last: 0,
+        });
+        let request = SegmentRequest {
+            resource: Resource {
+                url: self.url.clone(),
+                range: None,
+            },
+            deadline: deadline.map(|d| Duration::from_micros(d - joined)),
+            retry_not_found: deadline.is_some(),
+            share,
+        };
+        self.feed(p, Input::Submit { id, request })
+    }
+
+    fn act(&mut self, p: PeerIdx, action: Action) -> Vec<Action> {
+        match action {
+            Action::StartHttp { id, from, .. } => self.start_http(p, id, from),
+            Action::AbortHttp { id } => {
+                let now = self.now;
+                if let Some(pending) = self.v(p).pending_mut(id)
+                    && let Some(http) = pending.http.take()
+                {
+                    let sent = (now.saturating_sub(http.first_byte_at) as f64 * http.bytes_per_us)
+                        .min(http.bytes as f64) as u64;
+                    self.totals.result.origin_bytes += sent;
+                }
+                Vec::new()
+            }
+            Action::StartPeer { id, peer, from } => {
+                let v = self.v(p);
+                let link = v.link(peer);
+                let (Some(pending), Some(link)) = (v.pending_mut(id), link) else {
+                    return self.feed(
+                        p,
+                        Input::PeerFinished {
+                            id,
+                            outcome: PeerOutcome::Failed,
+                        },
+                    );
+                };
+                let Kind::Media { sequence, .. } = pending.kind else {
+                    return Vec::new();
+                };
+                pending.held = from;
+                pending.peer = Some(peer);
+                self.totals.result.peer_requests += 1;
+                self.send(
+                    link,
+                    Msg::Request {
+                        req: id,
+                        segment: sequence,
+                        from,
+                    },
+                );
+                Vec::new()
+            }
+            Action::AbortPeer { id, peer } => {
+                let v = self.v(p);
+                if let Some(pending) = v.pending_mut(id) {
+                    pending.peer = None;
+                }
+                if let Some(link) = v.link(peer) {
+                    self.send(link, Msg::Cancel { req: id });
+                }
+                Vec::new()
+            }
+            // Nobody sends bad data here.
+            Action::BanPeer { .. } => Vec::new(),
+            Action::Deliver { id } => self.deliver(p, id),
+            Action::Fail { id, .. } => {
+                // Live segments are skipped (session.rs); the sim's CDN never fails, so this
+                // only matters if a request runs out of retries.
+                let v = self.v(p);
+                let Some(pos) = v.pending.iter().position(|x| x.id == id) else {
+                    return Vec::new();
+                };
+                let pending = v.pending.remove(pos);
+                if let Kind::Media { sequence, .. } = pending.kind {
+                    self.stop_loading(p, sequence);
+                    let v = self.v(p);
+                    v.driver.next_sequence = sequence + 1;
+                    v.driver.next_pts += SEGMENT;
+                }
+                self.drive(p)
+            }
+        }
+    }
+
+    fn start_http(&mut self, p: PeerIdx, id: RequestId, from: u64) -> Vec<Action> {
+        let now = self.now;
+        let (cdn_lo, cdn_hi) = self.cfg.cdn_mbit;
+        let playlist_bytes = self.playlist_bytes();
+        let hashes_bytes = self.hashes_bytes();
+        let mesh = self.cfg.mesh;
+        let generation = self.generation();
+        let v = self.v(p);
+        let per_request = mbit_to_bytes_per_us(v.rng.range((cdn_lo, cdn_hi)));
+        let bytes_per_us = per_request.min(v.downlink_bytes_per_us);
+        let rtt = v.cdn_rtt;
+        let has_links = !v.links.is_empty();
+        let Some(pending) = v.pending_mut(id) else {
+            return Vec::new();
+        };
+        pending.held = from;
+        if from == 0 {
+            pending.peer_bytes = 0;
+        }
+        pending.peer = None;
+        let bytes = match pending.kind {
+            Kind::Playlist => playlist_bytes,
+            Kind::Hashes => hashes_bytes,
+            Kind::Media { size, .. } => size - from.min(size),
+        };
+        pending.http = Some(HttpTransfer {
+            generation,
+            first_byte_at: now + rtt,
+            bytes,
+            bytes_per_us,
+        });
+        let kind = pending.kind;
+        let done = now + rtt + (bytes as f64 / bytes_per_us) as Micros;
+        self.schedule(done, Event::HttpDone(p, id, generation));
+        let r = &mut self.totals.result;
+        match kind {
+            Kind::Media {
+                sequence,
+                deadline,
+                first,
+                from_peers,
+                ..
+            } => {
+                r.origin_media_requests += 1;
+                let reasons = &mut r.cdn_reasons;
+                if mesh {
+                    if from > 0 {
+                        reasons.resume += 1;
+                    } else if first {
+                        reasons.first += 1;
+                    } else if !from_peers {
+                        reasons.unverifiable += 1;
+                    } else if deadline <= now + URGENT_WINDOW {
+                        reasons.urgent += 1;
+                    } else if !has_links {
+                        reasons.alone += 1;
+                    } else {
+                        reasons.seed += 1;
+                    }
+                    // The hub announces it as loading: it will serve it afterwards.
+                    let v = self.v(p);
+                    if !v.loading.contains(&sequence) {
+                        v.loading.push(sequence);
+                        v.announce_due = true;
+                    }
+                }
+            }
+            _ => r.origin_other_requests += 1,
+        }
+        Vec::new()
+    }
+
+    fn http_done(&mut self, p: PeerIdx, id: RequestId, generation: u64) {
+        let now = self.now;
+        let Some(v) = self.viewer(p) else { return };
+        let Some(pending) = v.pending_mut(id) else {
+            return;
+        };
+        if pending.http.map(|h| h.generation) != Some(generation) {
+            return;
+        }
+        let http = pending.http.take().expect("checked above");
+        pending.from_cdn |= http.bytes > 0;
+        let media = if let Kind::Media { size, .. } = pending.kind {
+            pending.held = size;
+            true
+        } else {
+            false
+        };
+        let rtt = v.cdn_rtt;
+        // The origin answered half a round trip after the request left.
+        let answered =
+            now.saturating_sub(rtt / 2 + (http.bytes as f64 / http.bytes_per_us) as Micros);
+        let origin_last = self.origin_last(answered);
+        let v = self.v(p);
+        if let Some(pending) = v.pending_mut(id) {
+            pending.origin_last = origin_last;
+        }
+        let r = &mut self.totals.result;
+        r.origin_bytes += http.bytes;
+        if media {
+            r.origin_media_bytes += http.bytes;
+        }
+        let actions = self.feed(p, Input::HttpFinished { id, result: Ok(()) });
+        self.apply(p, actions);
+        self.settle(p);
+    }
+
+    fn deliver(&mut self, p: PeerIdx, id: RequestId) -> Vec<Action> {
+        let now = self.now;
+        let cfg_live_delay = self.cfg.live_delay;
+        let cfg_window = self.cfg.playlist_window;
+        let v = self.v(p);
+        let Some(pos) = v.pending.iter().position(|x| x.id == id) else {
+            return Vec::new();
+        };
+        let pending = v.pending.remove(pos);
+        let live_start = live_start(pending.origin_last, cfg_live_delay, cfg_window);
+        match pending.kind {
+            Kind::Playlist => {
+                let d = &mut v.driver;
+                if d.stage == Stage::Manifest {
+                    d.playlist_last = pending.origin_last;
+                    d.last_reload = now;
+                    d.next_sequence = live_start;
+                } else {
+                    if pending.origin_last == d.playlist_last {
+                        d.unchanged_reloads += 1;
+                    } else {
+                        d.unchanged_reloads = 0;
+                    }
+                    d.playlist_last = pending.origin_last;
+                }
+                self.drive(p)
+            }
+            Kind::Hashes => {
+                v.driver.hashes_last = Some(pending.origin_last);
+                let sequence = v.driver.next_sequence;
+                let from_peers = pending.origin_last >= sequence;
+                self.submit_media(p, from_peers)
+            }
+            Kind::Media { sequence, size, .. } => {
+                v.player.push(now, SEGMENT);
+                v.driver.first_media_done = true;
+                v.driver.next_sequence = sequence + 1;
+                v.driver.next_pts += SEGMENT;
+                let r = &mut self.totals.result;
+                r.segments_played += 1;
+                r.bytes_played += size;
+                if pending.peer_bytes >= size && !pending.from_cdn {
+                    r.segments_from_peers += 1;
+                } else if pending.peer_bytes > 0 {
+                    r.segments_mixed += 1;
+                }
+                if let Some(slot) = self.totals.played.get_mut(sequence as usize) {
+                    *slot = true;
+                }
+                if self.cfg.mesh {
+                    self.store(p, sequence, size);
+                    self.stop_loading(p, sequence);
+                }
+                self.drive(p)
+            }
+        }
+    }
+
+    fn store(&mut self, p: PeerIdx, sequence: SegmentId, size: u64) {
+        let budget = self.cfg.cache_bytes;
+        let v = self.v(p);
+        if size > budget {
+            return;
+        }
+        v.cache.push_back((sequence, size));
+        v.cache_bytes += size;
+        while v.cache_bytes > budget {
+            let (_, evicted) = v.cache.pop_front().expect("over budget means not empty");
+            v.cache_bytes -= evicted;
+        }
+        v.announce_due = true;
+    }
+
+    fn stop_loading(&mut self, p: PeerIdx, sequence: SegmentId) {
+        let v = self.v(p);
+        if let Some(pos) = v.loading.iter().position(|s| *s == sequence) {
+            v.loading.remove(pos);
+            v.announce_due = true;
+        }
+    }
+
+    // ---- the session's live driver ----
+
+    /// The driver moves on after its last request: the next segment, or a playlist reload.
+    fn drive(&mut self, p: PeerIdx) -> Vec<Action> {
+        let now = self.now;
+        let window = self.cfg.playlist_window;
+        let mesh = self.cfg.mesh;
+        let v = self.v(p);
+        let d = &mut v.driver;
+        let first = d.playlist_last - window + 1;
+        if d.next_sequence < first {
+            // Fell behind the live window: jump to its start.
+            d.next_sequence = first;
+        }
+        if d.next_sequence > d.playlist_last {
+            let interval = if d.unchanged_reloads > 0 {
+                SEGMENT / 2
+            } else {
+                SEGMENT
+            };
+            let due = d.last_reload + interval;
+            if due <= now {
+                return self.start_reload(p);
+            }
+            d.stage = Stage::Sleeping;
+            self.schedule(due, Event::ReloadDue(p));
+            return Vec::new();
+        }
+        // The deadline's origin is fixed before the hash lookup (session.rs fetch_segment).
+        let session_now = now - v.joined;
+        let d = &mut v.driver;
+        d.live_origin
+            .get_or_insert(session_now.saturating_sub(d.next_pts));
+        if !mesh {
+            return self.submit_media(p, false);
+        }
+        // The hash lookup (session.rs segment_hash): known, refetched, or unverifiable.
+        if d.hashes_last.is_some_and(|last| last >= d.next_sequence) {
+            return self.submit_media(p, true);
+        }
+        if d.hashes_fetched_at
+            .is_none_or(|t| now - t >= HASHES_REFETCH)
+        {
+            d.hashes_fetched_at = Some(now);
+            d.stage = Stage::Hashes;
+            return self.submit(p, Kind::Hashes, None, None);
+        }
+        self.submit_media(p, false)
+    }
+
+    fn start_reload(&mut self, p: PeerIdx) -> Vec<Action> {
+        let now = self.now;
+        let d = &mut self.v(p).driver;
+        d.last_reload = now;
+        d.stage = Stage::Reload;
+        self.submit(p, Kind::Playlist, None, None)
+    }
+
+    fn submit_media(&mut self, p: PeerIdx, from_peers: bool) -> Vec<Action> {
+        let now = self.now;
+        let mesh = self.cfg.mesh;
+        let v = self.v(p);
+        let d = &mut v.driver;
+        let sequence = d.next_sequence;
+        let pts = d.next_pts;
+        let session_now = now - v.joined;
+        // Real-time playback from the live starting point (session.rs fetch_segment).
+        let origin = *d.live_origin.get_or_insert(session_now.saturating_sub(pts));
+        let deadline = v.joined + origin + pts;
+        let first = !d.first_media_done;
+        d.stage = Stage::Segment;
+        let join_swarm = mesh && !v.in_swarm;
+        let size = self.segment_size(sequence);
+        let share = mesh.then(|| Share {
+            key: ShareKey {
+                swarm: self.swarm.clone(),
+                segment: sequence,
+            },
+            from_peers,
+            hash: None,
+        });
+        if join_swarm {
+            self.join_swarm(p);
+        }
+        self.submit(
+            p,
+            Kind::Media {
+                sequence,
+                size,
+                deadline,
+                first,
+                from_peers,
+            },
+            Some(deadline),
+            share,
+        )
+    }
+
+    // ---- tracker and links ----
+
+    fn join_swarm(&mut self, p: PeerIdx) {
+        self.v(p).in_swarm = true;
+        self.member_slot[p as usize] = self.members.len();
+        self.members.push(p);
+        // WebSocket to the tracker, then offers (ICE gathering) before the first announce.
+        let delay = self.rng.micros(150 * MS, 600 * MS);
+        self.schedule(self.now + delay, Event::TrackerAnnounce(p));
+    }
+
+    fn leave_swarm(&mut self, p: PeerIdx) {
+        let slot = self.member_slot[p as usize];
+        self.members.swap_remove(slot);
+        if let Some(&moved) = self.members.get(slot) {
+            self.member_slot[moved as usize] = slot;
+        }
+        self.member_slot[p as usize] = usize::MAX;
+    }
+
+    fn free_budget(&self, p: PeerIdx) -> usize {
+        let v = self.viewers[p as usize].as_ref().expect("live viewer");
+        self.cfg
+            .max_peers
+            .saturating_sub(v.links.len() + v.handshakes)
+    }
+
+    fn tracker_announce(&mut self, p: PeerIdx) {
+        if self.viewers[p as usize].is_none() {
+            return;
+        }
+        // The announce response carries the swarm's counts (complete + incomplete).
+        let swarm = self.swarm.clone();
+        let peers = self.members.len() as u64;
+        let actions = self.feed(p, Input::SwarmSize { swarm, peers });
+        self.apply(p, actions);
+        self.settle(p);
+        let others = self.members.len().saturating_sub(1);
+        let offers = OFFERS_PER_ANNOUNCE.min(self.free_budget(p)).min(others);
+        self.v(p).handshakes += offers;
+        // Each offer goes to a distinct random other member of the swarm.
+        let mut picked: Vec<PeerIdx> = Vec::with_capacity(offers);
+        while picked.len() < offers {
+            let q = self.members[self.rng.below(self.members.len())];
+            if q != p && !picked.contains(&q) {
+                picked.push(q);
+            }
+        }
+        for q in picked {
+            let relay = self.rng.micros(50 * MS, 200 * MS);
+            self.schedule(self.now + relay, Event::OfferRelay { from: p, to: q });
+        }
+        self.schedule(self.now + ANNOUNCE_INTERVAL, Event::TrackerAnnounce(p));
+    }
+
+    fn offer_relay(&mut self, from: PeerIdx, to: PeerIdx) {
+        if self.viewers[from as usize].is_none() {
+            return;
+        }
+        let answers = self.viewers[to as usize].is_some() && self.free_budget(to) > 0;
+        if !answers {
+            // Unanswered: the offer holds its slot until it expires.
+            self.schedule(self.now + OFFER_EXPIRY, Event::OfferExpire(from));
+            return;
+        }
+        self.v(to).handshakes += 1;
+        // Answer (ICE gathering), relay back, then ICE, DTLS and SCTP on the link.
+        let connect = self.rng.micros(300 * MS, 1500 * MS);
+        self.schedule(
+            self.now + connect,
+            Event::LinkOpen {
+                offerer: from,
+                answerer: to,
+            },
+        );
+    }
+
+    fn link_open(&mut self, offerer: PeerIdx, answerer: PeerIdx) {
+        for p in [offerer, answerer] {
+            if let Some(v) = self.viewer(p) {
+                v.handshakes -= 1;
+            }
+        }
+        if self.viewers[offerer as usize].is_none() || self.viewers[answerer as usize].is_none() {
+            return;
+        }
+        let id = self.next_link;
+        self.next_link += 1;
+        let one_way = (self.rng.range(self.cfg.rtt) * MS as f64 / 2.0) as Micros;
+        for (p, remote) in [(offerer, answerer), (answerer, offerer)] {
+            self.v(p).links.push(LinkEnd {
+                id,
+                remote,
+                one_way,
+            });
+            let swarm = self.swarm.clone();
+            let actions = self.feed(p, Input::PeerConnected { peer: id, swarm });
+            self.apply(p, actions);
+            // The hub sends its state on a new link.
+            let v = self.v(p);
+            let loaded: Rc<[SegmentId]> = v.cache.iter().map(|(s, _)| *s).collect();
+            let loading: Rc<[SegmentId]> = v.loading.iter().copied().collect();
+            let link = v.link(id).expect("just added");
+            self.send(link, Msg::Announce { loaded, loading });
+            self.settle(p);
+        }
+    }
+
+    fn link_down(&mut self, p: PeerIdx, link: LinkId) {
+        let v = self.v(p);
+        let Some(pos) = v.links.iter().position(|l| l.id == link) else {
+            return;
+        };
+        v.links.remove(pos);
+        for pending in v.pending.iter_mut() {
+            if pending.peer == Some(link) {
+                pending.peer = None;
+            }
+        }
+        if v.uploader.uploads.iter().any(|u| u.link == link) {
+            self.uploader_advance(p);
+            let v = self.v(p);
+            let mut cut = 0.0;
+            v.uploader.uploads.retain(|u| {
+                if u.link == link {
+                    cut += u.sent;
+                    false
+                } else {
+                    true
+                }
+            });
+            self.totals.result.bytes_uploaded += cut as u64;
+            self.uploader_update(p);
+        }
+        let actions = self.feed(p, Input::PeerDisconnected { peer: link });
+        self.apply(p, actions);
+    }
+
+    fn send(&mut self, from: LinkEnd, msg: Msg) {
+        self.schedule(
+            self.now + from.one_way,
+            Event::Msg {
+                to: from.remote,
+                link: from.id,
+                msg,
+            },
+        );
+    }
+
+    fn on_message(&mut self, p: PeerIdx, link: LinkId, msg: Msg) {
+        let back = self.v(p).link(link).expect("checked by dispatch");
+        let actions = match msg {
+            Msg::Announce { loaded, loading } => self.feed(
+                p,
+                Input::PeerAnnounced {
+                    peer: link,
+                    loaded: loaded.to_vec(),
+                    loading: loading.to_vec(),
+                },
+            ),
+            Msg::Request { req, segment, from } => {
+                let v = self.v(p);
+                let held = v.cache.iter().find(|(s, _)| *s == segment).map(|(_, n)| *n);
+                let queued = v.uploader.uploads.iter().filter(|u| u.link == link).count();
+                match held {
+                    Some(size) if from <= size && queued <= UPLOAD_QUEUE => {
+                        self.uploader_advance(p);
+                        self.v(p).uploader.uploads.push(Upload {
+                            link,
+                            to: back.remote,
+                            req,
+                            base: from,
+                            size: size - from,
+                            sent: 0.0,
+                            active: false,
+                        });
+                        self.uploader_update(p);
+                    }
+                    _ => self.send(back, Msg::Absent { req }),
+                }
+                Vec::new()
+            }
+            Msg::Cancel { req } => {
+                self.uploader_advance(p);
+                let v = self.v(p);
+                if let Some(pos) = v
+                    .uploader
+                    .uploads
+                    .iter()
+                    .position(|u| u.link == link && u.req == req)
+                {
+                    let upload = v.uploader.uploads.remove(pos);
+                    self.totals.result.bytes_uploaded += upload.sent as u64;
+                }
+                self.uploader_update(p);
+                Vec::new()
+            }
+            Msg::Absent { req } => {
+                self.totals.result.absent_answers += 1;
+                match self.v(p).pending_mut(req) {
+                    Some(pending) if pending.peer == Some(link) => {
+                        pending.peer = None;
+                        self.feed(
+                            p,
+                            Input::PeerFinished {
+                                id: req,
+                                outcome: PeerOutcome::Absent,
+                            },
+                        )
+                    }
+                    _ => Vec::new(),
+                }
+            }
+            Msg::Header { req, size } => match self.v(p).pending_mut(req) {
+                Some(pending) if pending.peer == Some(link) => {
+                    let held = pending.held;
+                    self.feed(
+                        p,
+                        Input::PeerProgress {
+                            id: req,
+                            received: held,
+                            total: Some(held + size),
+                        },
+                    )
+                }
+                _ => Vec::new(),
+            },
+            Msg::Progress { req, received } => match self.v(p).pending_mut(req) {
+                Some(pending) if pending.peer == Some(link) && received > pending.held => {
+                    pending.peer_bytes += received - pending.held;
+                    pending.held = received;
+                    self.feed(
+                        p,
+                        Input::PeerProgress {
+                            id: req,
+                            received,
+                            total: None,
+                        },
+                    )
+                }
+                _ => Vec::new(),
+            },
+            Msg::Completed { req } => match self.v(p).pending_mut(req) {
+                Some(pending) if pending.peer == Some(link) => {
+                    if let Kind::Media { size, .. } = pending.kind {
+                        pending.peer_bytes += size.saturating_sub(pending.held);
+                        pending.held = size;
+                    }
+                    pending.peer = None;
+                    self.feed(
+                        p,
+                        Input::PeerFinished {
+                            id: req,
+                            outcome: PeerOutcome::Complete,
+                        },
+                    )
+                }
+                _ => Vec::new(),
+            },
+        };
+        self.apply(p, actions);
+    }
+
+    // ---- uploads: one response at a time over all links (the hub's upload turn) ----
+
+    /// Upload rate in bytes/µs of each active upload, and their sum.
+    fn upload_rates(&self, p: PeerIdx) -> (Vec<f64>, f64) {
+        let v = self.viewers[p as usize].as_ref().expect("live viewer");
+        let active = v.uploader.uploads.iter().filter(|u| u.active).count();
+        if active == 0 {
+            return (Vec::new(), 0.0);
+        }
+        let total = match self.cfg.upload_cap_bytes_per_us {
+            // The token bucket lets bursts through at line rate.
+            Some(cap) if v.uploader.tokens <= 0.0 => cap.min(v.uplink_bytes_per_us),
+            _ => v.uplink_bytes_per_us,
+        };
+        let share = total / active as f64;
+        let rates: Vec<f64> = v
+            .uploader
+            .uploads
+            .iter()
+            .filter(|u| u.active)
+            .map(|u| {
+                let down = self.viewers[u.to as usize]
+                    .as_ref()
+                    .map_or(share, |r| r.downlink_bytes_per_us);
+                share.min(down)
+            })
+            .collect();
+        let sum = rates.iter().sum();
+        (rates, sum)
+    }
+
+    /// Moves the uploads on to now at the rates set at the last update.
+    fn uploader_advance(&mut self, p: PeerIdx) {
+        let now = self.now;
+        let (rates, sum) = self.upload_rates(p);
+        let cap = self.cfg.upload_cap_bytes_per_us;
+        let v = self.v(p);
+        let dt = now.saturating_sub(v.uploader.last) as f64;
+        v.uploader.last = now;
+        if dt == 0.0 {
+            return;
+        }
+        for (upload, rate) in v
+            .uploader
+            .uploads
+            .iter_mut()
+            .filter(|u| u.active)
+            .zip(rates)
+        {
+            upload.sent = (upload.sent + rate * dt).min(upload.size as f64);
+        }
+        if let Some(cap) = cap {
+            let bucket = cap * SEC as f64;
+            if sum > 0.0 && v.uploader.tokens <= 0.0 {
+                // Depleted: sending at the cap keeps it empty.
+                v.uploader.tokens = 0.0;
+            } else {
+                v.uploader.tokens = (v.uploader.tokens + (cap - sum) * dt).clamp(0.0, bucket);
+            }
+        }
+    }
+
+    /// Finishes complete uploads, starts the next one of each link, reports progress and sets
+    /// the next upload timer. Call after `uploader_advance`.
+    fn uploader_update(&mut self, p: PeerIdx) {
+        self.uploader_advance(p);
+        let now = self.now;
+        let links: Vec<LinkEnd> = self.v(p).links.clone();
+        let link_of = |id: LinkId| links.iter().find(|l| l.id == id).copied();
+        // Done: `sending completed` goes out.
+        let v = self.v(p);
+        let mut done = Vec::new();
+        v.uploader.uploads.retain(|u| {
+            if u.active && u.sent + 0.5 >= u.size as f64 {
+                done.push((u.link, u.req, u.size));
+                false
+            } else {
+                true
+            }
+        });
+        for (link, req, size) in done {
+            self.totals.result.bytes_uploaded += size;
+            if let Some(link) = link_of(link) {
+                self.send(link, Msg::Completed { req });
+            }
+        }
+        // Progress of the data sent so far.
+        let v = self.v(p);
+        let any_active = v.uploader.uploads.iter().any(|u| u.active);
+        if any_active && now >= v.uploader.next_progress {
+            v.uploader.next_progress = now + PROGRESS_EVERY;
+            let reports: Vec<(LinkId, RequestId, u64)> = v
+                .uploader
+                .uploads
+                .iter()
+                .filter(|u| u.active)
+                .map(|u| (u.link, u.req, u.base + u.sent as u64))
+                .collect();
+            for (link, req, received) in reports {
+                if let Some(link) = link_of(link) {
+                    self.send(link, Msg::Progress { req, received });
+                }
+            }
+        }
+        // The hub's upload turn: the oldest queued response starts when none is being sent.
+        let v = self.v(p);
+        let mut started = Vec::new();
+        if !v.uploader.uploads.iter().any(|u| u.active)
+            && let Some(u) = v.uploader.uploads.first_mut()
+        {
+            u.active = true;
+            started.push((u.link, u.req, u.size));
+        }
+        if !started.is_empty() && !any_active {
+            v.uploader.next_progress = now + PROGRESS_EVERY;
+        }
+        for (link, req, size) in started {
+            if let Some(link) = link_of(link) {
+                self.send(link, Msg::Header { req, size });
+            }
+        }
+        // The next moment something changes: a completion, the bucket running dry, a report.
+        let (rates, sum) = self.upload_rates(p);
+        let cap = self.cfg.upload_cap_bytes_per_us;
+        let v = self.v(p);
+        let mut next: Option<Micros> = None;
+        for (u, rate) in v.uploader.uploads.iter().filter(|u| u.active).zip(&rates) {
+            if *rate > 0.0 {
+                let left = (u.size as f64 - u.sent).max(0.0);
+                let at = now + (left / rate).ceil() as Micros;
+                next = Some(next.map_or(at, |n: Micros| n.min(at)));
+            }
+        }
+        if next.is_some() {
+            next = next.map(|n| n.min(v.uploader.next_progress.max(now + 1)));
+            if let Some(cap) = cap
+                && v.uploader.tokens > 0.0
+                && sum > cap
+            {
+                let dry = now + (v.uploader.tokens / (sum - cap)).ceil() as Micros;
+                next = next.map(|n| n.min(dry));
+            }
+        }
+        v.uploader.generation += 1;
+        let generation = v.uploader.generation;
+        if let Some(at) = next {
+            self.schedule(at.max(now + 1), Event::UploaderWake(p, generation));
+        }
+    }
+}
+
+// ---- running the sweep -----------------------------------------------------------------------
+
+struct Job {
+    n: usize,
+    scenario: Scenario,
+    mesh: bool,
+}
+
+fn main() {
+    let raw: Vec<String> = std::env::args().skip(1).collect();
+    let args = match parse_args(&raw) {
+        Ok(Parsed::Run(args)) => *args,
+        Ok(Parsed::Help) => {
+            print!("{USAGE}");
+            return;
+        }
+        Err(message) => {
+            eprintln!("swarm-sim: {message}");
+            eprintln!("run with --help for the options");
+            std::process::exit(2);
+        }
+    };
+    let started = Instant::now();
+    let sizes = swarm_sizes(args.peers);
+    let mut jobs = Vec::new();
+    for &n in &sizes {
+        for &scenario in &args.scenarios {
+            for mesh in [true, false] {
+                jobs.push(Job { n, scenario, mesh });
+            }
+        }
+    }
+    // Biggest first, so the long runs overlap.
+    let mut order: Vec<usize> = (0..jobs.len()).collect();
+    order.sort_by_key(|&i| std::cmp::Reverse((jobs[i].n, jobs[i].mesh)));
+    println!(
+        "swarm-sim: N = {:?}, scenarios {}, {} s simulated each, live-delay {} s, {} kbit/s, \
+         seed {}, {} thread(s)",
+        sizes,
+        args.scenarios
+            .iter()
+            .map(|s| s.name())
+            .collect::<Vec<_>>()
+            .join(", "),
+        args.seconds,
+        args.live_delay_s,
+        args.bitrate_kbps,
+        args.seed,
+        args.threads
+    );
+    let progress: Vec<AtomicU64> = jobs.iter().map(|_| AtomicU64::new(0)).collect();
+    let state: Vec<AtomicUsize> = jobs.iter().map(|_| AtomicUsize::new(0)).collect();
+    let results: Mutex<Vec<Option<RunResult>>> = Mutex::new(jobs.iter().map(|_| None).collect());
+    let next_job = AtomicUsize::new(0);
+    let finished = AtomicUsize::new(0);
+    const RUNNING: usize = 1;
+    const DONE: usize = 2;
+    std::thread::scope(|scope| {
+        for _ in 0..args.threads.min(jobs.len()) {
+            scope.spawn(|| {
+                loop {
+                    let k = next_job.fetch_add(1, Ordering::Relaxed);
+                    let Some(&i) = order.get(k) else { break };
+                    state[i].store(RUNNING, Ordering::Relaxed);
+                    let job = &jobs[i];
+                    let result = Sim::new(&args, job.n, job.scenario, job.mesh, &progress[i]).run();
+                    results.lock().expect("results lock")[i] = Some(result);
+                    state[i].store(DONE, Ordering::Relaxed);
+                    finished.fetch_add(1, Ordering::Relaxed);
+                }
+            });
+        }
+        let mut last_line = Instant::now();
+        while finished.load(Ordering::Relaxed) < jobs.len() {
+            std::thread::sleep(Duration::from_millis(100));
+            if last_line.elapsed() < Duration::from_secs(5) {
+                continue;
+            }
+            last_line = Instant::now();
+            let running: Vec<String> = (0..jobs.len())
+                .filter(|&i| state[i].load(Ordering::Relaxed) == RUNNING)
+                .map(|i| {
+                    format!(
+                        "{} N={} {} t={}/{} s",
+                        jobs[i].scenario.name(),
+                        jobs[i].n,
+                        if jobs[i].mesh { "mesh" } else { "CDN-only" },
+                        progress[i].load(Ordering::Relaxed),
+                        args.seconds
+                    )
+                })
+                .collect();
+            println!(
+                "[{:>5.0} s] {}/{} runs done; {}",
+                started.elapsed().as_secs_f64(),
+                finished.load(Ordering::Relaxed),
+                jobs.len(),
+                running.join(", ")
+            );
+        }
+    });
+    let results: Vec<RunResult> = results
+        .into_inner()
+        .expect("results lock")
+        .into_iter()
+        .map(|r| r.expect("every run finished"))
+        .collect();
+    let wall = started.elapsed();
+    let rows = pair_up(&results);
+    print!("{}", table(&rows));
+    println!("wall time {:.1} s", wall.as_secs_f64());
+    if let Some(dir) = &args.out
+        && let Err(e) = write_outputs(dir, &args, &rows, &results, wall)
+    {
+        eprintln!("swarm-sim: {e}");
+        std::process::exit(1);
+    }
+}
+
+/// One line of the summary: the mesh run and its CDN-only baseline.
+struct Row<'a> {
+    mesh: &'a RunResult,
+    cdn: &'a RunResult,
+}
+
+fn pair_up(results: &[RunResult]) -> Vec<Row<'_>> {
+    let mut rows: Vec<Row> = results
+        .iter()
+        .filter(|r| r.mesh)
+        .filter_map(|mesh| {
+            let cdn = results
+                .iter()
+                .find(|r| !r.mesh && r.n == mesh.n && r.scenario == mesh.scenario)?;
+            Some(Row { mesh, cdn })
+        })
+        .collect();
+    rows.sort_by_key(|r| (r.mesh.n, r.mesh.scenario as u8));
+    rows
+}
+
+fn table(rows: &[Row]) -> String {
+    let mut out = String::new();
+    out.push_str(
+        "\n     N  scenario  offload  CDN req/seg        stalls       stall s    start-up p50 ms  \
+         links  CDN fetches by reason (first/unverif/resume/urgent/alone/seed)\n",
+    );
+    out.push_str(
+        "                           mesh     CDN    mesh    CDN   mesh    CDN      mesh     CDN\n",
+    );
+    for Row { mesh, cdn } in rows {
+        let r = &mesh.cdn_reasons;
+        out.push_str(&format!(
+            "{:>6}  {:<8} {:>7.4} {:>6.2} {:>7.1} {:>7} {:>6} {:>6.1} {:>6.1} {:>9.0} {:>7.0} {:>6.1}  \
+             {}/{}/{}/{}/{}/{}\n",
+            mesh.n,
+            mesh.scenario.name(),
+            mesh.offload,
+            mesh.cdn_requests_per_segment,
+            cdn.cdn_requests_per_segment,
+            mesh.stalls,
+            cdn.stalls,
+            mesh.stall_seconds,
+            cdn.stall_seconds,
+            mesh.startup_ms_median,
+            cdn.startup_ms_median,
+            mesh.mean_links,
+            r.first,
+            r.unverifiable,
+            r.resume,
+            r.urgent,
+            r.alone,
+            r.seed,
+        ));
+    }
+    out
+}
+
+#[derive(Serialize)]
+struct Report<'a> {
+    args: &'a Args,
+    wall_seconds: f64,
+    runs: &'a [RunResult],
+}
+
+fn write_outputs(
+    dir: &std::path::Path,
+    args: &Args,
+    rows: &[Row],
+    results: &[RunResult],
+    wall: Duration,
+) -> Result<(), String> {
+    std::fs::create_dir_all(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+    let json = dir.join("sim.json");
+    let report = Report {
+        args,
+        wall_seconds: wall.as_secs_f64(),
+        runs: results,
+    };
+    let text = serde_json::to_string_pretty(&report).map_err(|e| e.to_string())?;
+    std::fs::write(&json, text).map_err(|e| format!("{}: {e}", json.display()))?;
+    let svg = dir.join("sim.svg");
+    chart(&svg, args, rows).map_err(|e| format!("{}: {e}", svg.display()))?;
+    println!("wrote {} and {}", json.display(), svg.display());
+    Ok(())
+}
+
+/// sim.svg: offload against N (log scale), one line per scenario.
+fn chart(path: &std::path::Path, args: &Args, rows: &[Row]) -> Result<(), String> {
+    use plotters::prelude::*;
+    let err = |e: &dyn std::fmt::Display| e.to_string();
+    let root = SVGBackend::new(path, (900, 560)).into_drawing_area();
+    root.fill(&WHITE).map_err(|e| err(&e))?;
+    let n_max = rows.iter().map(|r| r.mesh.n).max().unwrap_or(10) as f64;
+    let low = rows
+        .iter()
+        .map(|r| r.mesh.offload)
+        .fold(0.9_f64, f64::min)
+        .max(0.0);
+    let y_min = ((low - 0.02) * 50.0).floor() / 50.0;
+    let caption = format!(
+        "offload against swarm size ({} s, {} kbit/s, live-delay {} s, max-peers {})",
+        args.seconds, args.bitrate_kbps, args.live_delay_s, args.max_peers
+    );
+    let mut chart = ChartBuilder::on(&root)
+        .caption(caption, ("sans-serif", 17))
+        .margin(15)
+        .x_label_area_size(40)
+        .y_label_area_size(55)
+        .build_cartesian_2d((5.0..n_max * 2.0).log_scale(), y_min.max(-1.0)..1.0)
+        .map_err(|e| err(&e))?;
+    chart
+        .configure_mesh()
+        .x_desc("viewers in the swarm (N)")
+        .y_desc("offload = 1 - origin bytes / bytes played")
+        .x_label_formatter(&|x| format!("{x:.0}"))
+        .draw()
+        .map_err(|e| err(&e))?;
+    let colors = [BLUE, RED, GREEN];
+    for (k, scenario) in args.scenarios.iter().enumerate() {
+        let color = colors[k % colors.len()];
+        let points: Vec<(f64, f64)> = rows
+            .iter()
+            .filter(|r| r.mesh.scenario == *scenario)
+            .map(|r| (r.mesh.n as f64, r.mesh.offload))
+            .collect();
+        chart
+            .draw_series(LineSeries::new(points.clone(), color.stroke_width(2)))
+            .map_err(|e| err(&e))?
+            .label(scenario.name())
+            .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 18, y)], color));
+        chart
+            .draw_series(
+                points
+                    .into_iter()
+                    .map(|p| Circle::new(p, 4, color.filled())),
+            )
+            .map_err(|e| err(&e))?;
+    }
+    for (target, n) in [(0.97, 100.0), (0.99, 10_000.0)] {
+        if n <= n_max {
+            chart
+                .draw_series(std::iter::once(Circle::new((n, target), 6, BLACK)))
+                .map_err(|e| err(&e))?;
+        }
+    }
+    chart
+        .configure_series_labels()
+        .background_style(WHITE.mix(0.8))
+        .border_style(BLACK)
+        .position(SeriesLabelPosition::LowerRight)
+        .draw()
+        .map_err(|e| err(&e))?;
+    root.present().map_err(|e| err(&e))?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn run(n: usize, scenario: Scenario, mesh: bool) -> RunResult {
+        let args = Args {
+            seconds: 120,
+            threads: 1,
+            ..Default::default()
+        };
+        let progress = AtomicU64::new(0);
+        let mut result = Sim::new(&args, n, scenario, mesh, &progress).run();
+        result.wall_seconds = 0.0;
+        result
+    }
+
+    fn json(result: &RunResult) -> String {
+        serde_json::to_string(result).expect("serialisable")
+    }
+
+    #[test]
+    fn the_same_seed_gives_the_same_run() {
+        let first = run(30, Scenario::Churn, true);
+        assert_eq!(json(&first), json(&run(30, Scenario::Churn, true)));
+        assert!(first.segments_played > 0);
+    }
+
+    #[test]
+    fn cdn_only_viewers_take_every_byte_from_the_origin() {
+        let baseline = run(20, Scenario::Plain, false);
+        // Plus what was in flight when the run ended: under one segment per viewer.
+        let largest_segment = (Args::default().bitrate_kbps * 1000 / 8 * 2) as f64 * 1.15;
+        let in_flight = baseline.origin_media_bytes - baseline.bytes_played;
+        assert!(in_flight as f64 <= 20.0 * largest_segment, "{in_flight}");
+        assert_eq!(baseline.segments_from_peers, 0);
+        assert_eq!(baseline.bytes_uploaded, 0);
+        assert_eq!(
+            baseline.offload,
+            1.0 - baseline.origin_bytes as f64 / baseline.bytes_played as f64
+        );
+    }
+
+    #[test]
+    fn a_small_swarm_plays_the_same_segments_mostly_from_peers() {
+        let mesh = run(20, Scenario::Plain, true);
+        let baseline = run(20, Scenario::Plain, false);
+        assert_eq!(mesh.viewers_joined, 20);
+        // The same viewers play the same stretch, give or take the segment each was on
+        // when the run ended.
+        assert!(mesh.segments_played.abs_diff(baseline.segments_played) <= 20);
+        assert_eq!(mesh.stalls, 0);
+        // Each new segment reaches the swarm from the CDN a few times at most.
+        assert!(
+            mesh.segments_from_peers * 2 > mesh.segments_played,
+            "{}",
+            json(&mesh)
+        );
+        assert!(
+            mesh.origin_media_bytes * 3 < baseline.origin_media_bytes,
+            "{}",
+            json(&mesh)
+        );
+    }
+}
