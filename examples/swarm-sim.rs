@@ -23,6 +23,7 @@ use gstmesh::scheduler::{
     Action, Input, PeerOutcome, RequestId, Scheduler, SchedulerConfig, SegmentRequest, Share,
     ShareKey,
 };
+use gstmesh::session::LIVE_FETCH_AHEAD;
 use serde::Serialize;
 use std::cmp::Ordering as CmpOrdering;
 use std::collections::{BinaryHeap, VecDeque};
@@ -54,6 +55,8 @@ each scenario, the mesh and a CDN-only baseline (same viewers, no mesh) are run.
   --bitrate KBPS       stream bitrate (100-50000, default 3000; segments vary by ±15 %)
   --max-peers N        the element's max-peers (1-200, default 10)
   --cache-mb MB        the element's cache-size in MiB (1-4096, default 8)
+  --fetch-ahead K      live segments a viewer requests ahead of the one it waits for
+                       (0-10, default: the element's, 3)
   --uplink MIN-MAX     viewers' uplink in Mbit/s, drawn per viewer (default 10-50)
   --downlink MIN-MAX   viewers' downlink in Mbit/s, drawn per viewer (default 25-100)
   --upload-cap MBIT    max-upload-rate of the caps scenario, in Mbit/s (default 10)
@@ -129,6 +132,7 @@ struct Args {
     bitrate_kbps: u64,
     max_peers: usize,
     cache_mb: u64,
+    fetch_ahead: u64,
     uplink_mbit: (f64, f64),
     downlink_mbit: (f64, f64),
     upload_cap_mbit: f64,
@@ -152,6 +156,7 @@ impl Default for Args {
             bitrate_kbps: 3000,
             max_peers: 10,
             cache_mb: 8,
+            fetch_ahead: LIVE_FETCH_AHEAD,
             uplink_mbit: (10.0, 50.0),
             downlink_mbit: (25.0, 100.0),
             upload_cap_mbit: 10.0,
@@ -219,6 +224,7 @@ fn parse_args(raw: &[String]) -> Result<Parsed, String> {
             "--bitrate",
             "--max-peers",
             "--cache-mb",
+            "--fetch-ahead",
             "--uplink",
             "--downlink",
             "--upload-cap",
@@ -273,6 +279,7 @@ fn parse_args(raw: &[String]) -> Result<Parsed, String> {
             "--bitrate" => args.bitrate_kbps = parse_number(name, v, 100, 50_000)?,
             "--max-peers" => args.max_peers = parse_number(name, v, 1, 200)?,
             "--cache-mb" => args.cache_mb = parse_number(name, v, 1, 4096)?,
+            "--fetch-ahead" => args.fetch_ahead = parse_number(name, v, 0, 10)?,
             "--uplink" => args.uplink_mbit = parse_range(name, v, 0.1, 10_000.0)?,
             "--downlink" => args.downlink_mbit = parse_range(name, v, 0.1, 10_000.0)?,
             "--upload-cap" => args.upload_cap_mbit = parse_number(name, v, 0.1, 10_000.0)?,
@@ -579,6 +586,21 @@ struct Driver {
     hashes_last: Option<SegmentId>,
     hashes_fetched_at: Option<Micros>,
     first_media_done: bool,
+    /// Segments done before their turn (fetched ahead), by sequence.
+    ready: Vec<Ready>,
+    /// When the pending `ReloadDue` event is due; others are stale.
+    reload_due_at: Option<Micros>,
+}
+
+/// A media segment done and waiting to be played in order.
+#[derive(Debug, Clone, Copy)]
+struct Ready {
+    sequence: SegmentId,
+    size: u64,
+    peer_bytes: u64,
+    from_cdn: bool,
+    /// Out of retries: skipped when its turn comes, as session.rs skips it.
+    failed: bool,
 }
 
 #[derive(Debug, Default)]
@@ -709,6 +731,8 @@ struct RunResult {
     peer_requests: u64,
     absent_answers: u64,
     timer_spins: u64,
+    /// Most media requests one viewer had open at once.
+    max_media_in_flight: u64,
     wall_seconds: f64,
 }
 
@@ -719,6 +743,15 @@ struct Totals {
     played: Vec<bool>,
     link_samples: (u64, u64),
     viewer_time: Micros,
+}
+
+/// session.rs `reload_interval`: a segment, or half of one while the playlist is unchanged.
+fn reload_interval(unchanged_reloads: u32) -> Micros {
+    if unchanged_reloads > 0 {
+        SEGMENT / 2
+    } else {
+        SEGMENT
+    }
 }
 
 /// Where a viewer joining now starts: the live edge minus the delay, inside the playlist.
@@ -740,6 +773,7 @@ struct RunConfig {
     bytes_per_segment: f64,
     upload_cap_bytes_per_us: Option<f64>,
     cache_bytes: u64,
+    fetch_ahead: u64,
     max_peers: usize,
     rtt: (f64, f64),
     cdn_mbit: (f64, f64),
@@ -796,6 +830,7 @@ impl<'a> Sim<'a> {
             upload_cap_bytes_per_us: (scenario == Scenario::Caps)
                 .then(|| mbit_to_bytes_per_us(args.upload_cap_mbit)),
             cache_bytes: args.cache_mb * 1024 * 1024,
+            fetch_ahead: args.fetch_ahead,
             max_peers: args.max_peers,
             rtt: args.rtt_ms,
             cdn_mbit: args.cdn_mbit,
@@ -960,11 +995,27 @@ impl<'a> Sim<'a> {
                 self.settle(p);
             }
             Event::ReloadDue(p) => {
-                if self.viewers[p as usize].is_some() {
-                    let actions = self.start_reload(p);
-                    self.apply(p, actions);
-                    self.settle(p);
+                let now = self.now;
+                let Some(v) = self.viewer(p) else { return };
+                if v.driver.reload_due_at != Some(now) {
+                    return;
                 }
+                v.driver.reload_due_at = None;
+                if v.pending.iter().any(|x| x.kind == Kind::Playlist) {
+                    // Its answer drives.
+                    return;
+                }
+                let actions = match v.driver.stage {
+                    Stage::Sleeping => self.start_reload(p),
+                    // A segment is loading: reload beside it (session.rs `wait_ahead`).
+                    Stage::Segment => {
+                        v.driver.last_reload = now;
+                        self.submit(p, Kind::Playlist, None, None)
+                    }
+                    _ => Vec::new(),
+                };
+                self.apply(p, actions);
+                self.settle(p);
             }
             Event::HttpDone(p, id, generation) => self.http_done(p, id, generation),
             Event::TrackerAnnounce(p) => self.tracker_announce(p),
@@ -1053,6 +1104,8 @@ impl<'a> Sim<'a> {
                 hashes_last: None,
                 hashes_fetched_at: None,
                 first_media_done: false,
+                ready: Vec::new(),
+                reload_due_at: None,
             },
             player: Player::default(),
             in_swarm: false,
@@ -1205,6 +1258,13 @@ impl<'a> Sim<'a> {
             http: None,
             origin_last: 0,
         });
+        let in_flight = v
+            .pending
+            .iter()
+            .filter(|x| matches!(x.kind, Kind::Media { .. }))
+            .count() as u64;
+        let most = &mut self.totals.result.max_media_in_flight;
+        *most = (*most).max(in_flight);
         let request = SegmentRequest {
             resource: Resource {
                 url: self.url.clone(),
@@ -1280,13 +1340,18 @@ impl<'a> Sim<'a> {
                     return Vec::new();
                 };
                 let pending = v.pending.remove(pos);
-                if let Kind::Media { sequence, .. } = pending.kind {
-                    self.stop_loading(p, sequence);
-                    let v = self.v(p);
-                    v.driver.next_sequence = sequence + 1;
-                    v.driver.next_pts += SEGMENT;
-                }
-                self.drive(p)
+                let Kind::Media { sequence, .. } = pending.kind else {
+                    return self.drive(p);
+                };
+                self.stop_loading(p, sequence);
+                self.v(p).driver.ready.push(Ready {
+                    sequence,
+                    size: 0,
+                    peer_bytes: 0,
+                    from_cdn: false,
+                    failed: true,
+                });
+                self.play_ready(p)
             }
         }
     }
@@ -1424,37 +1489,169 @@ impl<'a> Sim<'a> {
                     }
                     d.playlist_last = pending.origin_last;
                 }
+                // A reload made while a segment loads (session.rs `wait_ahead`) drives too,
+                // unless the driver waits for the hash file.
+                if d.stage == Stage::Hashes {
+                    return Vec::new();
+                }
                 self.drive(p)
             }
             Kind::Hashes => {
                 v.driver.hashes_last = Some(pending.origin_last);
+                if v.driver.stage != Stage::Hashes {
+                    // Looked up for a segment fetched ahead.
+                    return self.submit_ahead(p);
+                }
                 let sequence = v.driver.next_sequence;
                 let from_peers = pending.origin_last >= sequence;
                 self.submit_media(p, from_peers)
             }
             Kind::Media { sequence, size, .. } => {
-                v.player.push(now, SEGMENT);
-                v.driver.first_media_done = true;
-                v.driver.next_sequence = sequence + 1;
-                v.driver.next_pts += SEGMENT;
-                let r = &mut self.totals.result;
-                r.segments_played += 1;
-                r.bytes_played += size;
-                if pending.peer_bytes >= size && !pending.from_cdn {
-                    r.segments_from_peers += 1;
-                } else if pending.peer_bytes > 0 {
-                    r.segments_mixed += 1;
-                }
-                if let Some(slot) = self.totals.played.get_mut(sequence as usize) {
-                    *slot = true;
-                }
+                v.driver.ready.push(Ready {
+                    sequence,
+                    size,
+                    peer_bytes: pending.peer_bytes,
+                    from_cdn: pending.from_cdn,
+                    failed: false,
+                });
+                // The hub caches and announces a segment when it is done, played or not.
                 if self.cfg.mesh {
                     self.store(p, sequence, size);
                     self.stop_loading(p, sequence);
                 }
-                self.drive(p)
+                self.play_ready(p)
             }
         }
+    }
+
+    /// Plays the segments done whose turn has come, in order; the driver moves on if it was
+    /// waiting for one of them.
+    fn play_ready(&mut self, p: PeerIdx) -> Vec<Action> {
+        let now = self.now;
+        let mut played_any = false;
+        loop {
+            let v = self.v(p);
+            let d = &mut v.driver;
+            let Some(pos) = d.ready.iter().position(|r| r.sequence == d.next_sequence) else {
+                break;
+            };
+            let ready = d.ready.swap_remove(pos);
+            d.next_sequence += 1;
+            d.next_pts += SEGMENT;
+            played_any = true;
+            if ready.failed {
+                continue;
+            }
+            d.first_media_done = true;
+            v.player.push(now, SEGMENT);
+            let r = &mut self.totals.result;
+            r.segments_played += 1;
+            r.bytes_played += ready.size;
+            if ready.peer_bytes >= ready.size && !ready.from_cdn {
+                r.segments_from_peers += 1;
+            } else if ready.peer_bytes > 0 {
+                r.segments_mixed += 1;
+            }
+            if let Some(slot) = self.totals.played.get_mut(ready.sequence as usize) {
+                *slot = true;
+            }
+        }
+        if played_any && self.v(p).driver.stage == Stage::Segment {
+            self.drive(p)
+        } else {
+            Vec::new()
+        }
+    }
+
+    fn pending_media(v: &Viewer, sequence: SegmentId) -> bool {
+        v.pending
+            .iter()
+            .any(|x| matches!(x.kind, Kind::Media { sequence: s, .. } if s == sequence))
+    }
+
+    /// Cancels the requests and drops the done segments the driver has passed (a jump to
+    /// the playlist's start), as session.rs drops the fetches ahead it passes.
+    fn drop_passed(&mut self, p: PeerIdx) {
+        let v = self.v(p);
+        let next = v.driver.next_sequence;
+        v.driver.ready.retain(|r| r.sequence >= next);
+        let passed: Vec<(RequestId, SegmentId)> = v
+            .pending
+            .iter()
+            .filter_map(|x| match x.kind {
+                Kind::Media { sequence, .. } if sequence < next => Some((x.id, sequence)),
+                _ => None,
+            })
+            .collect();
+        for (id, sequence) in passed {
+            let actions = self.feed(p, Input::Cancel { id });
+            self.apply(p, actions);
+            let v = self.v(p);
+            v.pending.retain(|x| x.id != id);
+            self.stop_loading(p, sequence);
+        }
+    }
+
+    /// session.rs `fetch_ahead`: the live segments after the current one that the playlist
+    /// lists, each with its own deadline, so they wait for peers while it loads. Not for the
+    /// first segment, which fixes the deadlines' origin, and not without the mesh. A few
+    /// 2 s segments stay well inside `max-buffering-time`.
+    fn submit_ahead(&mut self, p: PeerIdx) -> Vec<Action> {
+        let mut actions = Vec::new();
+        if !self.cfg.mesh {
+            return actions;
+        }
+        for k in 1..=self.cfg.fetch_ahead {
+            let v = self.v(p);
+            let d = &v.driver;
+            let (Some(origin), true) = (d.live_origin, d.first_media_done) else {
+                break;
+            };
+            let sequence = d.next_sequence + k as SegmentId;
+            if sequence > d.playlist_last {
+                break;
+            }
+            if Self::pending_media(v, sequence) || d.ready.iter().any(|r| r.sequence == sequence) {
+                continue;
+            }
+            // The hash lookup of session.rs `share`, as for the current segment in `drive`.
+            let from_peers = d.hashes_last.is_some_and(|last| last >= sequence);
+            if !from_peers {
+                if v.pending.iter().any(|x| x.kind == Kind::Hashes) {
+                    break;
+                }
+                let now = self.now;
+                let d = &mut self.v(p).driver;
+                if d.hashes_fetched_at
+                    .is_none_or(|t| now - t >= HASHES_REFETCH)
+                {
+                    d.hashes_fetched_at = Some(now);
+                    actions.extend(self.submit(p, Kind::Hashes, None, None));
+                    break;
+                }
+            }
+            let v = self.v(p);
+            let d = &v.driver;
+            let deadline = v.joined + origin + d.next_pts + k * SEGMENT;
+            let size = self.segment_size(sequence);
+            let share = Share {
+                key: ShareKey {
+                    swarm: self.swarm.clone(),
+                    segment: sequence,
+                },
+                from_peers,
+                hash: None,
+            };
+            let kind = Kind::Media {
+                sequence,
+                size,
+                deadline,
+                first: false,
+                from_peers,
+            };
+            actions.extend(self.submit(p, kind, Some(deadline), Some(share)));
+        }
+        actions
     }
 
     fn store(&mut self, p: PeerIdx, sequence: SegmentId, size: u64) {
@@ -1493,20 +1690,28 @@ impl<'a> Sim<'a> {
         if d.next_sequence < first {
             // Fell behind the live window: jump to its start.
             d.next_sequence = first;
+            self.drop_passed(p);
         }
+        let v = self.v(p);
+        let d = &mut v.driver;
         if d.next_sequence > d.playlist_last {
-            let interval = if d.unchanged_reloads > 0 {
-                SEGMENT / 2
-            } else {
-                SEGMENT
-            };
-            let due = d.last_reload + interval;
-            if due <= now {
+            let due = d.last_reload + reload_interval(d.unchanged_reloads);
+            let reloading = v.pending.iter().any(|x| x.kind == Kind::Playlist);
+            if due <= now && !reloading {
                 return self.start_reload(p);
             }
-            d.stage = Stage::Sleeping;
-            self.schedule(due, Event::ReloadDue(p));
+            v.driver.stage = Stage::Sleeping;
+            if !reloading {
+                self.schedule_reload(p, due);
+            }
             return Vec::new();
+        }
+        let next = d.next_sequence;
+        if Self::pending_media(v, next) {
+            // Requested ahead: wait for it, and look further ahead.
+            v.driver.stage = Stage::Segment;
+            self.keep_reloading(p);
+            return self.submit_ahead(p);
         }
         // The deadline's origin is fixed before the hash lookup (session.rs fetch_segment).
         let session_now = now - v.joined;
@@ -1528,6 +1733,30 @@ impl<'a> Sim<'a> {
             return self.submit(p, Kind::Hashes, None, None);
         }
         self.submit_media(p, false)
+    }
+
+    fn schedule_reload(&mut self, p: PeerIdx, due: Micros) {
+        let d = &mut self.v(p).driver;
+        if d.reload_due_at != Some(due) {
+            d.reload_due_at = Some(due);
+            self.schedule(due, Event::ReloadDue(p));
+        }
+    }
+
+    /// While a segment loads, the playlist is still reloaded on schedule, so segments it
+    /// newly lists are fetched ahead (session.rs `wait_ahead`). Not with `--fetch-ahead 0`,
+    /// which models the session that followed the playlist only between segments.
+    fn keep_reloading(&mut self, p: PeerIdx) {
+        if !self.cfg.mesh || self.cfg.fetch_ahead == 0 {
+            return;
+        }
+        let now = self.now;
+        let d = &self.v(p).driver;
+        if !d.first_media_done || d.reload_due_at.is_some() {
+            return;
+        }
+        let due = d.last_reload + reload_interval(d.unchanged_reloads);
+        self.schedule_reload(p, due.max(now));
     }
 
     fn start_reload(&mut self, p: PeerIdx) -> Vec<Action> {
@@ -1564,7 +1793,7 @@ impl<'a> Sim<'a> {
         if join_swarm {
             self.join_swarm(p);
         }
-        self.submit(
+        let mut actions = self.submit(
             p,
             Kind::Media {
                 sequence,
@@ -1575,7 +1804,10 @@ impl<'a> Sim<'a> {
             },
             Some(deadline),
             share,
-        )
+        );
+        self.keep_reloading(p);
+        actions.extend(self.submit_ahead(p));
+        actions
     }
 
     // ---- tracker and links ----
@@ -2273,9 +2505,20 @@ mod tests {
     use super::*;
 
     fn run(n: usize, scenario: Scenario, mesh: bool) -> RunResult {
+        run_ahead(n, scenario, mesh, LIVE_FETCH_AHEAD, 120)
+    }
+
+    fn run_ahead(
+        n: usize,
+        scenario: Scenario,
+        mesh: bool,
+        fetch_ahead: u64,
+        seconds: u64,
+    ) -> RunResult {
         let args = Args {
-            seconds: 120,
+            seconds,
             threads: 1,
+            fetch_ahead,
             ..Default::default()
         };
         let progress = AtomicU64::new(0);
@@ -2330,5 +2573,38 @@ mod tests {
             "{}",
             json(&mesh)
         );
+    }
+
+    #[test]
+    fn at_the_live_edge_a_viewer_fetches_the_newly_listed_segment_while_one_loads() {
+        let most_in_flight =
+            |mesh, fetch_ahead| run_ahead(10, Scenario::Plain, mesh, fetch_ahead, 120);
+        assert_eq!(most_in_flight(true, 0).max_media_in_flight, 1);
+        // Each reload lists one new segment, so one is requested beside the one loading.
+        assert_eq!(most_in_flight(true, 3).max_media_in_flight, 2);
+        // The CDN alone gains nothing from it, so the session does not do it.
+        assert_eq!(most_in_flight(false, 3).max_media_in_flight, 1);
+    }
+
+    #[test]
+    fn fetching_ahead_gives_the_wave_time_and_the_cdn_fewer_urgent_fetches() {
+        let one_at_a_time = run_ahead(100, Scenario::Plain, true, 0, 300);
+        let ahead = run_ahead(100, Scenario::Plain, true, 3, 300);
+        assert_eq!(ahead.stalls, 0);
+        assert_eq!(ahead.distinct_segments, one_at_a_time.distinct_segments);
+        assert!(
+            ahead
+                .segments_played
+                .abs_diff(one_at_a_time.segments_played)
+                <= 100
+        );
+        assert!(
+            ahead.cdn_reasons.urgent * 4 < one_at_a_time.cdn_reasons.urgent,
+            "{} {}",
+            json(&ahead),
+            json(&one_at_a_time)
+        );
+        assert!(ahead.segments_from_peers > one_at_a_time.segments_from_peers);
+        assert!(ahead.offload > one_at_a_time.offload);
     }
 }

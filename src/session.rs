@@ -16,7 +16,7 @@ use crate::model::{
 };
 use crate::scheduler::{SchedulerConfig, SegmentRequest, Share, ShareKey};
 use bytes::Bytes;
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use tokio::sync::{Notify, mpsc};
@@ -440,6 +440,11 @@ async fn fetch_url(ctx: &Context, url: &Url) -> Result<Fetched, MeshError> {
     fetch_now(ctx, resource).await
 }
 
+/// Segments of a live mesh session requested ahead of the one being delivered, so each waits
+/// for peers from when it is known rather than from when the one before it is done (bounded
+/// by `max-buffering-time` too). Three is the playlist's usual hold-back.
+pub const LIVE_FETCH_AHEAD: u64 = 3;
+
 /// Consecutive failed live playlist reloads before the stream counts as gone.
 const MAX_FAILED_RELOADS: u32 = 5;
 
@@ -461,6 +466,44 @@ struct TrackDriver {
     epoch_start: Option<(u64, Duration)>,
     /// `track.id`, shared by every chunk.
     track_id: Arc<str>,
+    /// Live segments requested ahead, by ascending sequence.
+    ahead: VecDeque<Ahead>,
+}
+
+/// A segment fetch started ahead of its turn; cancelled when dropped unclaimed.
+struct Ahead {
+    sequence: u64,
+    resource: Resource,
+    task: tokio::task::JoinHandle<Result<Fetched, MeshError>>,
+    /// The task's outcome, once awaited.
+    result: Option<Result<Fetched, MeshError>>,
+}
+
+impl Ahead {
+    async fn outcome(&mut self) -> Result<Fetched, MeshError> {
+        match self.result.take() {
+            Some(result) => result,
+            None => joined((&mut self.task).await, &self.resource),
+        }
+    }
+}
+
+fn joined(
+    result: Result<Result<Fetched, MeshError>, tokio::task::JoinError>,
+    resource: &Resource,
+) -> Result<Fetched, MeshError> {
+    result.unwrap_or_else(|e| {
+        Err(MeshError::Read {
+            url: resource.url.to_string(),
+            reason: format!("segment fetch stopped: {e}"),
+        })
+    })
+}
+
+impl Drop for Ahead {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
 }
 
 /// Why delivering a segment ended early.
@@ -492,6 +535,7 @@ impl TrackDriver {
             discont: true,
             timestamps_restart: false,
             epoch_start: None,
+            ahead: VecDeque::new(),
         }
     }
 
@@ -593,6 +637,7 @@ impl TrackDriver {
                 self.last_init = None;
                 self.discont = true;
                 self.epoch_start = None;
+                self.ahead.clear();
             }
 
             let Some(sequence) = next_sequence else {
@@ -663,6 +708,28 @@ impl TrackDriver {
 
             self.epoch_start.get_or_insert((sequence, next_pts));
             match self
+                .unless_seek(self.fetch_ahead(&timeline, &segment, next_pts))
+                .await
+            {
+                Ok(started) => self.add_ahead(started),
+                Err(_) => continue,
+            }
+            match self
+                .wait_ahead(
+                    &mut timeline,
+                    &mut last_reload,
+                    &mut unchanged_reloads,
+                    &mut failed_reloads,
+                    &segment,
+                    next_pts,
+                )
+                .await
+            {
+                Ok(()) => {}
+                Err(Interrupted::Seek) => continue,
+                Err(Interrupted::Fatal(e)) => return Err(e),
+            }
+            match self
                 .deliver_segment(&segment, next_pts, timeline.is_live)
                 .await
             {
@@ -688,6 +755,7 @@ impl TrackDriver {
                             self.control.set_timeline(&timeline);
                             self.discont = true;
                             self.last_init = None;
+                            self.ahead.clear();
                             self.announce_rendition("abr").await;
                         }
                         Err(e) => {
@@ -761,6 +829,7 @@ impl TrackDriver {
         self.last_init = None;
         self.discont = true;
         self.epoch_start = None;
+        self.ahead.clear();
         let Some((sequence, pts, time)) = point else {
             // Nothing positioned yet (an empty live playlist): start as usual.
             return (None, next_pts);
@@ -786,15 +855,7 @@ impl TrackDriver {
         unchanged: &mut u32,
         failed: &mut u32,
     ) -> Result<(), MeshError> {
-        let base = timeline
-            .segments
-            .last()
-            .map(|s| s.duration)
-            .filter(|d| !d.is_zero())
-            .unwrap_or(timeline.target_duration);
-        // Unchanged playlists are reloaded at half the interval (as hlsdemux2 does).
-        let interval = if *unchanged > 0 { base / 2 } else { base };
-        let due = *last_reload + interval;
+        let due = *last_reload + reload_interval(timeline, *unchanged);
         if self
             .unless_seek(tokio::time::sleep_until(due.into()))
             .await
@@ -830,6 +891,57 @@ impl TrackDriver {
                 Ok(())
             }
         }
+    }
+
+    /// Live mesh: while the segment about to be delivered is still being fetched (it was
+    /// started ahead), keeps reloading the playlist on schedule and starts the segments it
+    /// newly lists, so none has to wait for the one before it to finish before it can wait
+    /// for peers. hlsdemux2 also updates live playlists apart from its downloads.
+    async fn wait_ahead(
+        &mut self,
+        timeline: &mut MediaTimeline,
+        last_reload: &mut Instant,
+        unchanged: &mut u32,
+        failed: &mut u32,
+        current: &Segment,
+        pts: Duration,
+    ) -> Result<(), Interrupted> {
+        loop {
+            let due = *last_reload + reload_interval(timeline, *unchanged);
+            let Some(ahead) = self
+                .ahead
+                .iter_mut()
+                .find(|a| a.sequence == current.sequence && a.resource == current.resource)
+            else {
+                return Ok(());
+            };
+            if ahead.result.is_some() {
+                return Ok(());
+            }
+            let finished = unless_seek(&self.control, self.epoch, async {
+                tokio::select! {
+                    result = &mut ahead.task => Some(result),
+                    _ = tokio::time::sleep_until(due.into()) => None,
+                }
+            })
+            .await?;
+            if let Some(result) = finished {
+                ahead.result = Some(joined(result, &ahead.resource));
+                return Ok(());
+            }
+            self.wait_reload(timeline, last_reload, unchanged, failed)
+                .await
+                .map_err(Interrupted::Fatal)?;
+            let started = self
+                .unless_seek(self.fetch_ahead(timeline, current, pts))
+                .await?;
+            self.add_ahead(started);
+        }
+    }
+
+    fn add_ahead(&mut self, started: Vec<Ahead>) {
+        self.ahead.extend(started);
+        self.ahead.make_contiguous().sort_by_key(|a| a.sequence);
     }
 
     /// Holds fetching back to `max-buffering-time` ahead of what the pad has taken.
@@ -910,21 +1022,26 @@ impl TrackDriver {
             }
             _ => None,
         };
-        let now = self.ctx.delivery.now();
-        let deadline = if live {
-            // Real-time playback from the live starting point, whatever the sink's sync.
-            let origin = *self.live_origin.get_or_insert(now.saturating_sub(pts));
-            origin + pts
-        } else {
-            now + pts.saturating_sub(self.control.played())
+        let fetched = match self.claim_ahead(segment) {
+            Some(mut ahead) => ahead.outcome().await?,
+            None => {
+                let now = self.ctx.delivery.now();
+                let deadline = if live {
+                    // Real-time playback from the live starting point, whatever the sink's sync.
+                    let origin = *self.live_origin.get_or_insert(now.saturating_sub(pts));
+                    origin + pts
+                } else {
+                    now + pts.saturating_sub(self.control.played())
+                };
+                let request = SegmentRequest {
+                    resource: segment.resource.clone(),
+                    deadline: Some(deadline),
+                    retry_not_found: live,
+                    share: self.share(segment, live).await,
+                };
+                self.ctx.delivery.fetch(request).await?
+            }
         };
-        let request = SegmentRequest {
-            resource: segment.resource.clone(),
-            deadline: Some(deadline),
-            retry_not_found: live,
-            share: self.share(segment, live).await,
-        };
-        let fetched = self.ctx.delivery.fetch(request).await?;
         self.estimator
             .record(fetched.bytes.len() as u64, fetched.elapsed);
         let media = match &segment.encryption {
@@ -943,6 +1060,70 @@ impl TrackDriver {
             (init, _) => init,
         };
         Ok((init, media))
+    }
+
+    /// The fetch of `segment` started ahead, if any; drops (cancels) the ones it passed by.
+    fn claim_ahead(&mut self, segment: &Segment) -> Option<Ahead> {
+        while let Some(front) = self.ahead.front() {
+            if front.sequence > segment.sequence {
+                return None;
+            }
+            let ahead = self.ahead.pop_front()?;
+            if ahead.sequence == segment.sequence && ahead.resource == segment.resource {
+                return Some(ahead);
+            }
+        }
+        None
+    }
+
+    /// Starts fetching `current` (at `pts`) and the live segments after it that the playlist
+    /// already lists, up to [`LIVE_FETCH_AHEAD`] and `max-buffering-time`, each with its own
+    /// deadline, so they wait for peers while `current` does. Only with the mesh: the CDN
+    /// alone gains nothing from it.
+    async fn fetch_ahead(
+        &self,
+        timeline: &MediaTimeline,
+        current: &Segment,
+        pts: Duration,
+    ) -> Vec<Ahead> {
+        let mut started = Vec::new();
+        // The deadline origin is fixed by the first segment, which is fetched alone.
+        let (Some(origin), true, Some(_)) = (
+            self.live_origin,
+            timeline.is_live,
+            self.ctx.config.mesh.as_ref(),
+        ) else {
+            return started;
+        };
+        let room = self.control.played() + self.ctx.config.max_buffering;
+        let last = current.sequence + LIVE_FETCH_AHEAD;
+        let (mut segment, mut pts) = (current, pts);
+        loop {
+            let requested = self
+                .ahead
+                .iter()
+                .any(|a| a.sequence == segment.sequence && a.resource == segment.resource);
+            if !requested {
+                let request = SegmentRequest {
+                    resource: segment.resource.clone(),
+                    deadline: Some(origin + pts),
+                    retry_not_found: true,
+                    share: self.share(segment, true).await,
+                };
+                let ctx = self.ctx.clone();
+                started.push(Ahead {
+                    sequence: segment.sequence,
+                    resource: segment.resource.clone(),
+                    task: tokio::spawn(async move { ctx.delivery.fetch(request).await }),
+                    result: None,
+                });
+            }
+            pts += segment.duration;
+            match timeline.by_sequence(segment.sequence + 1) {
+                Some(following) if following.sequence <= last && pts <= room => segment = following,
+                _ => return started,
+            }
+        }
     }
 
     /// How the mesh shares this segment: its swarm, id and published hash.
@@ -1068,6 +1249,18 @@ async fn unless_seek<T>(
             v = &mut fut => return Ok(v),
         }
     }
+}
+
+/// How long after the last reload a live playlist is reloaded: its last segment's duration,
+/// or half that while it is unchanged (as hlsdemux2 does).
+fn reload_interval(timeline: &MediaTimeline, unchanged: u32) -> Duration {
+    let base = timeline
+        .segments
+        .last()
+        .map(|s| s.duration)
+        .filter(|d| !d.is_zero())
+        .unwrap_or(timeline.target_duration);
+    if unchanged > 0 { base / 2 } else { base }
 }
 
 /// Segments of different tracks rarely end at exactly the same time: a segment that ends

@@ -447,6 +447,50 @@ fn tracker_down_warns_and_plays_from_the_cdn() {
     assert!(s.segments_cdn > 0);
 }
 
+/// With the mesh, a live viewer asks for the segments the playlist lists while an earlier one
+/// is still loading, so each has its whole slack to come from peers. The origin holds the
+/// second segment played for 6 s. Within that time the third (listed at the start) and the
+/// fourth (published 2 s later, so seen by a reload made while the second loads) are
+/// requested; one segment at a time, both would wait for the second. The output stays exact.
+#[test]
+fn live_segments_are_requested_ahead_while_one_loads() {
+    let segments = 4;
+    let env = live_env(segments);
+    let tracker = TrackerProcess::start(TrackerKind::Bundled);
+    // 10 segments published at the start, 3 target durations of hold-back: playback starts
+    // at segment 7.
+    let start = 7;
+    let held = start + 1;
+    let hold = Duration::from_secs(6);
+    env.origin
+        .set_delay(&env.origin.live_segment_path(LIVE, held), hold);
+    env.origin.clear_log();
+    let mut viewer = Viewer::spawn(
+        &env,
+        "ahead",
+        &env.origin.url(LIVE),
+        &mesh_properties(&env, &tracker.url),
+    );
+    viewer.wait(Duration::from_secs(60));
+    let first = assert_live_exact(&env.origin, "ahead", &viewer.output(), 10 + segments - 1);
+    assert_eq!(first, start, "playback started at segment {first}");
+    let first_request = |sequence: u64| {
+        let path = env.origin.live_segment_path(LIVE, sequence);
+        let requests = env.origin.requests_for(&path);
+        assert!(!requests.is_empty(), "segment {sequence} never requested");
+        requests[0].at
+    };
+    let held_at = first_request(held);
+    for later in [held + 1, held + 2] {
+        let later_at = first_request(later);
+        assert!(
+            later_at < held_at + hold,
+            "segment {later} was requested {:?} after segment {held}, not while it loaded",
+            later_at.saturating_duration_since(held_at)
+        );
+    }
+}
+
 /// A seeder capped at 24 kB/s serves a later viewer, which holds playback 20 s behind the edge
 /// so the slow transfers fit its deadlines. While the seeder is uploading it is frozen
 /// (SIGSTOP): the later viewer's transfer stalls, and the scheduler completes it over HTTP with
