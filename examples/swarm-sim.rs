@@ -670,6 +670,17 @@ struct Viewer {
 }
 
 impl Viewer {
+    /// A request of this kind is open (playlist or hash file).
+    fn requested(&self, kind: Kind) -> bool {
+        self.pending.iter().any(|x| x.kind == kind)
+    }
+
+    fn requested_media(&self, sequence: SegmentId) -> bool {
+        self.pending
+            .iter()
+            .any(|x| matches!(x.kind, Kind::Media { sequence: s, .. } if s == sequence))
+    }
+
     fn pending_mut(&mut self, id: RequestId) -> Option<&mut Pending> {
         self.pending.iter_mut().find(|p| p.id == id)
     }
@@ -1001,13 +1012,13 @@ impl<'a> Sim<'a> {
                     return;
                 }
                 v.driver.reload_due_at = None;
-                if v.pending.iter().any(|x| x.kind == Kind::Playlist) {
+                if v.requested(Kind::Playlist) {
                     // Its answer drives.
                     return;
                 }
                 let actions = match v.driver.stage {
                     Stage::Sleeping => self.start_reload(p),
-                    // A segment is loading: reload beside it (session.rs `wait_ahead`).
+                    // A segment is loading: reload beside it (session.rs `fetch_ahead_and_wait`).
                     Stage::Segment => {
                         v.driver.last_reload = now;
                         self.submit(p, Kind::Playlist, None, None)
@@ -1489,7 +1500,7 @@ impl<'a> Sim<'a> {
                     }
                     d.playlist_last = pending.origin_last;
                 }
-                // A reload made while a segment loads (session.rs `wait_ahead`) drives too,
+                // A reload made while a segment loads (session.rs `fetch_ahead_and_wait`) drives too,
                 // unless the driver waits for the hash file.
                 if d.stage == Stage::Hashes {
                     return Vec::new();
@@ -1563,12 +1574,6 @@ impl<'a> Sim<'a> {
         }
     }
 
-    fn pending_media(v: &Viewer, sequence: SegmentId) -> bool {
-        v.pending
-            .iter()
-            .any(|x| matches!(x.kind, Kind::Media { sequence: s, .. } if s == sequence))
-    }
-
     /// Cancels the requests and drops the done segments the driver has passed (a jump to
     /// the playlist's start), as session.rs drops the fetches ahead it passes.
     fn drop_passed(&mut self, p: PeerIdx) {
@@ -1611,13 +1616,13 @@ impl<'a> Sim<'a> {
             if sequence > d.playlist_last {
                 break;
             }
-            if Self::pending_media(v, sequence) || d.ready.iter().any(|r| r.sequence == sequence) {
+            if v.requested_media(sequence) || d.ready.iter().any(|r| r.sequence == sequence) {
                 continue;
             }
             // The hash lookup of session.rs `share`, as for the current segment in `drive`.
             let from_peers = d.hashes_last.is_some_and(|last| last >= sequence);
             if !from_peers {
-                if v.pending.iter().any(|x| x.kind == Kind::Hashes) {
+                if v.requested(Kind::Hashes) {
                     break;
                 }
                 let now = self.now;
@@ -1631,25 +1636,8 @@ impl<'a> Sim<'a> {
                 }
             }
             let v = self.v(p);
-            let d = &v.driver;
-            let deadline = v.joined + origin + d.next_pts + k * SEGMENT;
-            let size = self.segment_size(sequence);
-            let share = Share {
-                key: ShareKey {
-                    swarm: self.swarm.clone(),
-                    segment: sequence,
-                },
-                from_peers,
-                hash: None,
-            };
-            let kind = Kind::Media {
-                sequence,
-                size,
-                deadline,
-                first: false,
-                from_peers,
-            };
-            actions.extend(self.submit(p, kind, Some(deadline), Some(share)));
+            let deadline = v.joined + origin + v.driver.next_pts + k * SEGMENT;
+            actions.extend(self.submit_segment(p, sequence, deadline, false, from_peers));
         }
         actions
     }
@@ -1696,7 +1684,7 @@ impl<'a> Sim<'a> {
         let d = &mut v.driver;
         if d.next_sequence > d.playlist_last {
             let due = d.last_reload + reload_interval(d.unchanged_reloads);
-            let reloading = v.pending.iter().any(|x| x.kind == Kind::Playlist);
+            let reloading = v.requested(Kind::Playlist);
             if due <= now && !reloading {
                 return self.start_reload(p);
             }
@@ -1707,7 +1695,7 @@ impl<'a> Sim<'a> {
             return Vec::new();
         }
         let next = d.next_sequence;
-        if Self::pending_media(v, next) {
+        if v.requested_media(next) {
             // Requested ahead: wait for it, and look further ahead.
             v.driver.stage = Stage::Segment;
             self.keep_reloading(p);
@@ -1744,7 +1732,7 @@ impl<'a> Sim<'a> {
     }
 
     /// While a segment loads, the playlist is still reloaded on schedule, so segments it
-    /// newly lists are fetched ahead (session.rs `wait_ahead`). Not with `--fetch-ahead 0`,
+    /// newly lists are fetched ahead (session.rs `fetch_ahead_and_wait`). Not with `--fetch-ahead 0`,
     /// which models the session that followed the playlist only between segments.
     fn keep_reloading(&mut self, p: PeerIdx) {
         if !self.cfg.mesh || self.cfg.fetch_ahead == 0 {
@@ -1781,8 +1769,25 @@ impl<'a> Sim<'a> {
         let first = !d.first_media_done;
         d.stage = Stage::Segment;
         let join_swarm = mesh && !v.in_swarm;
-        let size = self.segment_size(sequence);
-        let share = mesh.then(|| Share {
+        if join_swarm {
+            self.join_swarm(p);
+        }
+        let mut actions = self.submit_segment(p, sequence, deadline, first, from_peers);
+        self.keep_reloading(p);
+        actions.extend(self.submit_ahead(p));
+        actions
+    }
+
+    /// Requests media segment `sequence`, shared through the mesh when there is one.
+    fn submit_segment(
+        &mut self,
+        p: PeerIdx,
+        sequence: SegmentId,
+        deadline: Micros,
+        first: bool,
+        from_peers: bool,
+    ) -> Vec<Action> {
+        let share = self.cfg.mesh.then(|| Share {
             key: ShareKey {
                 swarm: self.swarm.clone(),
                 segment: sequence,
@@ -1790,24 +1795,14 @@ impl<'a> Sim<'a> {
             from_peers,
             hash: None,
         });
-        if join_swarm {
-            self.join_swarm(p);
-        }
-        let mut actions = self.submit(
-            p,
-            Kind::Media {
-                sequence,
-                size,
-                deadline,
-                first,
-                from_peers,
-            },
-            Some(deadline),
-            share,
-        );
-        self.keep_reloading(p);
-        actions.extend(self.submit_ahead(p));
-        actions
+        let kind = Kind::Media {
+            sequence,
+            size: self.segment_size(sequence),
+            deadline,
+            first,
+            from_peers,
+        };
+        self.submit(p, kind, Some(deadline), share)
     }
 
     // ---- tracker and links ----

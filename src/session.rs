@@ -480,6 +480,10 @@ struct Ahead {
 }
 
 impl Ahead {
+    fn is_for(&self, segment: &Segment) -> bool {
+        self.sequence == segment.sequence && self.resource == segment.resource
+    }
+
     async fn outcome(&mut self) -> Result<Fetched, MeshError> {
         match self.result.take() {
             Some(result) => result,
@@ -708,14 +712,7 @@ impl TrackDriver {
 
             self.epoch_start.get_or_insert((sequence, next_pts));
             match self
-                .unless_seek(self.fetch_ahead(&timeline, &segment, next_pts))
-                .await
-            {
-                Ok(started) => self.add_ahead(started),
-                Err(_) => continue,
-            }
-            match self
-                .wait_ahead(
+                .fetch_ahead_and_wait(
                     &mut timeline,
                     &mut last_reload,
                     &mut unchanged_reloads,
@@ -893,11 +890,12 @@ impl TrackDriver {
         }
     }
 
-    /// Live mesh: while the segment about to be delivered is still being fetched (it was
-    /// started ahead), keeps reloading the playlist on schedule and starts the segments it
-    /// newly lists, so none has to wait for the one before it to finish before it can wait
-    /// for peers. hlsdemux2 also updates live playlists apart from its downloads.
-    async fn wait_ahead(
+    /// Live mesh: starts `current` and the segments after it ([`Self::fetch_ahead`]); then,
+    /// while `current` is still being fetched, keeps reloading the playlist on schedule and
+    /// starts the segments it newly lists, so none has to wait for the one before it to
+    /// finish before it can wait for peers. hlsdemux2 also updates live playlists apart from
+    /// its downloads.
+    async fn fetch_ahead_and_wait(
         &mut self,
         timeline: &mut MediaTimeline,
         last_reload: &mut Instant,
@@ -907,12 +905,13 @@ impl TrackDriver {
         pts: Duration,
     ) -> Result<(), Interrupted> {
         loop {
+            let started = self
+                .unless_seek(self.fetch_ahead(timeline, current, pts))
+                .await?;
+            self.ahead.extend(started);
+            self.ahead.make_contiguous().sort_by_key(|a| a.sequence);
             let due = *last_reload + reload_interval(timeline, *unchanged);
-            let Some(ahead) = self
-                .ahead
-                .iter_mut()
-                .find(|a| a.sequence == current.sequence && a.resource == current.resource)
-            else {
+            let Some(ahead) = self.ahead.iter_mut().find(|a| a.is_for(current)) else {
                 return Ok(());
             };
             if ahead.result.is_some() {
@@ -932,16 +931,7 @@ impl TrackDriver {
             self.wait_reload(timeline, last_reload, unchanged, failed)
                 .await
                 .map_err(Interrupted::Fatal)?;
-            let started = self
-                .unless_seek(self.fetch_ahead(timeline, current, pts))
-                .await?;
-            self.add_ahead(started);
         }
-    }
-
-    fn add_ahead(&mut self, started: Vec<Ahead>) {
-        self.ahead.extend(started);
-        self.ahead.make_contiguous().sort_by_key(|a| a.sequence);
     }
 
     /// Holds fetching back to `max-buffering-time` ahead of what the pad has taken.
@@ -1033,12 +1023,7 @@ impl TrackDriver {
                 } else {
                     now + pts.saturating_sub(self.control.played())
                 };
-                let request = SegmentRequest {
-                    resource: segment.resource.clone(),
-                    deadline: Some(deadline),
-                    retry_not_found: live,
-                    share: self.share(segment, live).await,
-                };
+                let request = self.segment_request(segment, deadline, live).await;
                 self.ctx.delivery.fetch(request).await?
             }
         };
@@ -1069,7 +1054,7 @@ impl TrackDriver {
                 return None;
             }
             let ahead = self.ahead.pop_front()?;
-            if ahead.sequence == segment.sequence && ahead.resource == segment.resource {
+            if ahead.is_for(segment) {
                 return Some(ahead);
             }
         }
@@ -1099,17 +1084,8 @@ impl TrackDriver {
         let last = current.sequence + LIVE_FETCH_AHEAD;
         let (mut segment, mut pts) = (current, pts);
         loop {
-            let requested = self
-                .ahead
-                .iter()
-                .any(|a| a.sequence == segment.sequence && a.resource == segment.resource);
-            if !requested {
-                let request = SegmentRequest {
-                    resource: segment.resource.clone(),
-                    deadline: Some(origin + pts),
-                    retry_not_found: true,
-                    share: self.share(segment, true).await,
-                };
+            if !self.ahead.iter().any(|a| a.is_for(segment)) {
+                let request = self.segment_request(segment, origin + pts, true).await;
                 let ctx = self.ctx.clone();
                 started.push(Ahead {
                     sequence: segment.sequence,
@@ -1123,6 +1099,20 @@ impl TrackDriver {
                 Some(following) if following.sequence <= last && pts <= room => segment = following,
                 _ => return started,
             }
+        }
+    }
+
+    async fn segment_request(
+        &self,
+        segment: &Segment,
+        deadline: Duration,
+        live: bool,
+    ) -> SegmentRequest {
+        SegmentRequest {
+            resource: segment.resource.clone(),
+            deadline: Some(deadline),
+            retry_not_found: live,
+            share: self.share(segment, live).await,
         }
     }
 
