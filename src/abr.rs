@@ -132,11 +132,119 @@ impl AbrConfig {
     }
 }
 
+/// The codec families of a rendition (`avc`, `aac`, …), sorted, as [`codec_groups`] groups
+/// them: from its CODECS attribute, or from its first segment when it has none. Codecs of
+/// no known family count by their own name.
+pub fn families_of_codecs(codecs: &str) -> Vec<String> {
+    let mut families: Vec<String> = codecs
+        .split(',')
+        .map(str::trim)
+        .filter(|c| !c.is_empty())
+        .map(|c| crate::container::codec_family(c).map_or_else(|| c.to_owned(), str::to_owned))
+        .collect();
+    families.sort();
+    families.dedup();
+    families
+}
+
+/// Renditions that play with the same decoders: ABR switches only within one.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CodecGroup {
+    /// Sorted codec families; empty when they could not be told.
+    pub families: Vec<String>,
+    /// Indexes of the renditions, in manifest order.
+    pub renditions: Vec<usize>,
+}
+
+/// Groups renditions by their codec families, in the order of each group's first rendition.
+pub fn codec_groups(families: &[Vec<String>]) -> Vec<CodecGroup> {
+    let mut groups: Vec<CodecGroup> = Vec::new();
+    for (index, f) in families.iter().enumerate() {
+        match groups.iter_mut().find(|g| &g.families == f) {
+            Some(group) => group.renditions.push(index),
+            None => groups.push(CodecGroup {
+                families: f.clone(),
+                renditions: vec![index],
+            }),
+        }
+    }
+    groups
+}
+
+/// The group to play: the first group holding the first family of `preference` that has a
+/// decoder for each of its families, else the next preferred family, else the first group in
+/// manifest order whose codecs all decode. `decodable` answers for one family; a group whose
+/// families are unknown counts as decodable (its decoder will tell). Err names every group's
+/// codecs when none can be decoded.
+pub fn choose_codec_group(
+    groups: &[CodecGroup],
+    preference: &[String],
+    decodable: impl Fn(&str) -> bool,
+) -> Result<usize, String> {
+    let plays = |g: &CodecGroup| g.families.iter().all(|f| decodable(f));
+    let preferred = preference.iter().find_map(|wanted| {
+        groups
+            .iter()
+            .position(|g| g.families.iter().any(|f| f.eq_ignore_ascii_case(wanted)) && plays(g))
+    });
+    preferred
+        .or_else(|| groups.iter().position(plays))
+        .ok_or_else(|| {
+            groups
+                .iter()
+                .map(|g| g.families.join("+"))
+                .collect::<Vec<_>>()
+                .join(", ")
+        })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
     const LADDER: [u64; 3] = [1_000_000, 300_000, 600_000];
+
+    fn families(list: &[&str]) -> Vec<Vec<String>> {
+        list.iter().map(|c| families_of_codecs(c)).collect()
+    }
+
+    #[test]
+    fn variants_group_by_codec_family() {
+        let f = families(&[
+            "avc1.64001f,mp4a.40.2",
+            "hvc1.1.6.L93.90,mp4a.40.2",
+            "mp4a.40.2, avc1.4d401e",
+            "hev1.1.6.L120.90,mp4a.40.5",
+        ]);
+        let groups = codec_groups(&f);
+        assert_eq!(
+            groups,
+            [
+                CodecGroup {
+                    families: vec!["aac".into(), "avc".into()],
+                    renditions: vec![0, 2]
+                },
+                CodecGroup {
+                    families: vec!["aac".into(), "hevc".into()],
+                    renditions: vec![1, 3]
+                },
+            ]
+        );
+        let all = |_: &str| true;
+        assert_eq!(choose_codec_group(&groups, &[], all), Ok(0));
+        let prefer = ["hevc".to_string(), "avc".to_string()];
+        assert_eq!(choose_codec_group(&groups, &prefer, all), Ok(1));
+        let no_hevc = |f: &str| f != "hevc";
+        assert_eq!(choose_codec_group(&groups, &prefer, no_hevc), Ok(0));
+        let no_video = |f: &str| f == "aac";
+        assert_eq!(
+            choose_codec_group(&groups, &prefer, no_video),
+            Err("aac+avc, aac+hevc".to_string())
+        );
+        // Unknown codecs group by name; no codecs at all is one more group.
+        let f = families(&["xyz9", ""]);
+        assert_eq!(f, vec![vec!["xyz9".to_string()], vec![]]);
+    }
 
     #[test]
     fn picks_highest_fitting_within_window() {

@@ -750,6 +750,7 @@ pub fn timeline(
                 duration: seg.duration,
                 start: span.start + seg.start,
                 discontinuity: first_in_period && span.index > 0 && seg.number == first_number,
+                media_start: Some(seg.media_start),
                 init: init.clone(),
                 encryption: None,
             });

@@ -20,6 +20,8 @@ pub enum MeshError {
     Decrypt { url: String, reason: String },
     #[error("unsupported stream: {0}")]
     Unsupported(String),
+    #[error("no decoder for the codecs of any variant: {codecs}")]
+    NoDecoder { codecs: String },
     #[error("tracker {url}: {reason}")]
     Tracker { url: String, reason: String },
     #[error("mesh: {0}")]

@@ -354,6 +354,7 @@ fn timeline_from_media(url: &Url, media: &MediaPlaylist) -> Result<MediaTimeline
             duration,
             start,
             discontinuity: seg.discontinuity,
+            media_start: None,
             init: init.clone(),
             encryption,
         });

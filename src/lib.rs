@@ -6,6 +6,7 @@
 use gst::glib;
 
 pub mod abr;
+pub mod container;
 pub mod crypto;
 pub mod dash;
 pub mod delivery;

@@ -115,6 +115,10 @@ pub struct Segment {
     pub start: Duration,
     /// Timestamps may not continue from the previous segment.
     pub discontinuity: bool,
+    /// Where `start` lies on the media's own timeline (the time its first sample carries),
+    /// when the manifest says: DASH's presentation time, presentationTimeOffset included.
+    /// HLS leaves it to the segment's own first timestamp.
+    pub media_start: Option<Duration>,
     pub init: Option<Resource>,
     pub encryption: Option<Encryption>,
 }

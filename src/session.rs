@@ -2,7 +2,7 @@
 //! renditions, follows live playlists and hands whole segments to the GStreamer glue through
 //! bounded channels. No GStreamer types here.
 
-use crate::abr::{AbrConfig, ThroughputEstimator};
+use crate::abr::{self, AbrConfig, ThroughputEstimator};
 use crate::crypto;
 use crate::dash;
 use crate::delivery::{Delivery, MeshConfig, MeshStats, StatsSnapshot};
@@ -12,7 +12,8 @@ use crate::hls::{self, Manifest};
 use crate::mesh::integrity::{SegmentHashes, Sha256Hash};
 use crate::mesh::swarm::Swarm;
 use crate::model::{
-    Encryption, MediaTimeline, Rendition, RenditionSource, Resource, Segment, Track, TrackKind,
+    ByteRange, Encryption, MediaTimeline, Rendition, RenditionSource, Resource, Segment, Track,
+    TrackKind,
 };
 use crate::scheduler::{SchedulerConfig, SegmentRequest, Share, ShareKey};
 use bytes::Bytes;
@@ -38,6 +39,36 @@ pub struct SessionConfig {
     pub live_delay: Duration,
     /// Peer-to-peer delivery; None for CDN only.
     pub mesh: Option<MeshSessionConfig>,
+    /// Codec families to prefer when the variants use several (`hevc`, `avc`, …).
+    pub codec_preference: Vec<String>,
+    pub codec_support: CodecSupport,
+}
+
+/// Tells whether a codec family (`avc`, `aac`, …) can be decoded here; the glue asks the
+/// GStreamer registry.
+#[derive(Clone)]
+pub struct CodecSupport(Arc<dyn Fn(&str) -> bool + Send + Sync>);
+
+impl CodecSupport {
+    pub fn new(decodes: impl Fn(&str) -> bool + Send + Sync + 'static) -> Self {
+        CodecSupport(Arc::new(decodes))
+    }
+
+    pub fn decodes(&self, family: &str) -> bool {
+        (self.0)(family)
+    }
+}
+
+impl Default for CodecSupport {
+    fn default() -> Self {
+        CodecSupport::new(|_| true)
+    }
+}
+
+impl std::fmt::Debug for CodecSupport {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("CodecSupport")
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -70,6 +101,9 @@ pub struct Chunk {
     pub discont: bool,
     /// Timestamps restart (EXT-X-DISCONTINUITY): downstream needs a new segment.
     pub timestamps_restart: bool,
+    /// The time the media's first sample carries at `pts`, when the manifest says (DASH);
+    /// otherwise the glue reads it from the segment.
+    pub media_time: Option<Duration>,
     pub sequence: Option<u64>,
     /// [`Track::id`] of the track the bytes belong to; it changes when a stream selection
     /// switches the pad to another track.
@@ -225,7 +259,8 @@ impl TrackControl {
         self.lock().taken
     }
 
-    fn played(&self) -> Duration {
+    /// Presentation time of the newest chunk the pad has taken (or where a seek resumes).
+    pub fn played(&self) -> Duration {
         self.lock().played
     }
 
@@ -239,6 +274,116 @@ impl TrackControl {
         state.is_live = timeline.is_live;
         state.duration = Some(timeline.duration());
         state.segment_starts = timeline.segments.iter().map(|s| s.start).collect();
+    }
+}
+
+/// How a key-unit seek snaps its target to a segment start of the reference track.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Snap {
+    /// The segment containing the target (its start is at or before it).
+    Before,
+    /// The first segment starting at or after the target.
+    After,
+    /// Whichever segment start is nearer.
+    Nearest,
+}
+
+/// The tracks of one presentation seen together, so that every pad answers position,
+/// duration and seeking queries alike and one seek moves them all.
+#[derive(Debug, Default)]
+pub struct PresentationControl {
+    /// Every track's control, in pad order; the first video track is the reference.
+    tracks: Vec<(TrackKind, Arc<TrackControl>)>,
+    /// A pad other than text has pushed its first buffer.
+    media_started: std::sync::atomic::AtomicBool,
+    started: Notify,
+}
+
+impl PresentationControl {
+    pub fn new(tracks: Vec<(TrackKind, Arc<TrackControl>)>) -> Self {
+        PresentationControl {
+            tracks,
+            ..Default::default()
+        }
+    }
+
+    /// Called once a pad other than text has pushed a buffer downstream.
+    pub fn mark_media_started(&self) {
+        use std::sync::atomic::Ordering;
+        if !self.media_started.swap(true, Ordering::AcqRel) {
+            self.started.notify_waiters();
+        }
+    }
+
+    /// Waits until a pad other than text has pushed a buffer; at once when there is none.
+    /// playbin3 (1.22) takes a text stream that starts first for a subtitle file and fails
+    /// with "Can't play a text file without video".
+    pub async fn wait_media_started(&self) {
+        use std::sync::atomic::Ordering;
+        if !self.tracks.iter().any(|(kind, _)| *kind != TrackKind::Subtitle) {
+            return;
+        }
+        loop {
+            let notified = self.started.notified();
+            if self.media_started.load(Ordering::Acquire) {
+                return;
+            }
+            notified.await;
+        }
+    }
+
+    /// The track key-unit seeks snap to: the first video track, else the first one.
+    fn reference(&self) -> Option<&TrackControl> {
+        self.tracks
+            .iter()
+            .find(|(kind, _)| *kind == TrackKind::Video)
+            .or(self.tracks.first())
+            .map(|(_, c)| c.as_ref())
+    }
+
+    /// VOD: the longest track. None for live or before every playlist loaded.
+    pub fn duration(&self) -> Option<Duration> {
+        self.tracks
+            .iter()
+            .map(|(_, c)| c.duration())
+            .try_fold(Duration::ZERO, |longest, d| d.map(|d| longest.max(d)))
+            .filter(|_| !self.tracks.is_empty())
+    }
+
+    pub fn is_seekable(&self) -> bool {
+        !self.tracks.is_empty() && self.tracks.iter().all(|(_, c)| c.is_seekable())
+    }
+
+    /// Where playback is: the earliest of the non-text tracks' newest output.
+    pub fn position(&self) -> Duration {
+        self.tracks
+            .iter()
+            .filter(|(kind, _)| *kind != TrackKind::Subtitle)
+            .map(|(_, c)| c.played())
+            .min()
+            .unwrap_or_default()
+    }
+
+    /// `target` moved to a segment start of the reference track.
+    pub fn snap(&self, target: Duration, snap: Snap) -> Duration {
+        let Some(reference) = self.reference() else {
+            return target;
+        };
+        let starts = reference.lock().segment_starts.clone();
+        let before = starts.iter().rev().find(|s| **s <= target).copied();
+        let after = starts.iter().find(|s| **s >= target).copied();
+        match (snap, before, after) {
+            (Snap::After, _, Some(after)) => after,
+            (Snap::Nearest, Some(before), Some(after)) => {
+                if target - before <= after - target {
+                    before
+                } else {
+                    after
+                }
+            }
+            (_, Some(before), _) => before,
+            (_, None, after) => after.unwrap_or(target),
+        }
     }
 }
 
@@ -365,6 +510,10 @@ async fn run_tracks(ctx: &Arc<Context>) -> Result<(), MeshError> {
         }
     };
 
+    let mut presentation = presentation;
+    if let Some(main) = presentation.tracks.first_mut() {
+        keep_one_codec_group(ctx, main).await?;
+    }
     let alternatives = presentation.alternatives;
     let mut outputs = Vec::new();
     let mut pending = Vec::new();
@@ -417,6 +566,90 @@ async fn run_tracks(ctx: &Arc<Context>) -> Result<(), MeshError> {
         }
     }
     Ok(())
+}
+
+/// Keeps the renditions of one codec group in the track's ladder, so ABR never switches
+/// codecs under a decoder: the preferred group with a decoder, else the first that has one.
+async fn keep_one_codec_group(ctx: &Context, track: &mut Track) -> Result<(), MeshError> {
+    let families = futures::future::join_all(track.renditions.iter().map(|r| async {
+        match r.codecs.as_deref() {
+            Some(codecs) => abr::families_of_codecs(codecs),
+            // Only ladders can mix codecs: a lone rendition is not probed.
+            None if track.renditions.len() > 1
+                && r.source == RenditionSource::HlsMediaPlaylist =>
+            {
+                probe_families(ctx, r).await
+            }
+            None => Vec::new(),
+        }
+    }))
+    .await;
+    let groups = abr::codec_groups(&families);
+    let chosen = abr::choose_codec_group(&groups, &ctx.config.codec_preference, |family| {
+        ctx.config.codec_support.decodes(family)
+    })
+    .map_err(|codecs| MeshError::NoDecoder { codecs })?;
+    let keep = &groups[chosen].renditions;
+    if keep.len() == track.renditions.len() {
+        return Ok(());
+    }
+    track.default_rendition = keep
+        .iter()
+        .position(|i| *i == track.default_rendition)
+        .unwrap_or(0);
+    track.renditions = keep.iter().map(|i| track.renditions[*i].clone()).collect();
+    Ok(())
+}
+
+/// How much of a segment is read to find an MPEG-TS program map.
+const PROBE_BYTES: u64 = 64 * 1024;
+
+/// The codec families of a rendition without CODECS, from its first segment: the sample
+/// entries of its init section, or the stream types of its MPEG-TS program map. Empty when
+/// they cannot be told.
+async fn probe_families(ctx: &Context, rendition: &Rendition) -> Vec<String> {
+    let probe = async {
+        let playlist = fetch_url(ctx, &rendition.url).await.ok()?;
+        let timeline = hls::parse_media_playlist(&playlist.final_url, &playlist.bytes).ok()?;
+        let first = timeline.segments.first()?;
+        let mut families: Vec<String> = match &first.init {
+            Some(init) => {
+                let init = fetch_now(ctx, init.clone()).await.ok()?;
+                crate::container::parse_init(&init.bytes)?
+                    .tracks
+                    .iter()
+                    .filter_map(|t| crate::container::sample_entry_family(&t.sample_entry))
+                    .map(str::to_owned)
+                    .collect()
+            }
+            None => {
+                let range = match first.resource.range {
+                    Some(r) => ByteRange {
+                        offset: r.offset,
+                        length: r.length.min(PROBE_BYTES),
+                    },
+                    None => ByteRange {
+                        offset: 0,
+                        length: PROBE_BYTES,
+                    },
+                };
+                let resource = Resource {
+                    url: first.resource.url.clone(),
+                    range: Some(range),
+                };
+                let head = fetch_now(ctx, resource).await.ok()?;
+                crate::container::ts_stream_types(&head.bytes)
+                    .into_iter()
+                    .filter_map(crate::container::ts_stream_type_family)
+                    .map(str::to_owned)
+                    .collect()
+            }
+        };
+        families.sort();
+        families.dedup();
+        Some(families)
+    };
+    probe.await.unwrap_or_default()
 }
 
 /// Fetches something needed right away (manifest, playlist, key).
@@ -976,6 +1209,7 @@ impl TrackDriver {
                 duration: None,
                 discont: self.discont,
                 timestamps_restart: false,
+                media_time: None,
                 sequence: None,
                 track: self.track_id.clone(),
             };
@@ -993,6 +1227,7 @@ impl TrackDriver {
             discont: std::mem::take(&mut self.discont) || segment.discontinuity,
             timestamps_restart: std::mem::take(&mut self.timestamps_restart)
                 || segment.discontinuity,
+            media_time: segment.media_start,
             sequence: Some(segment.sequence),
             track: self.track_id.clone(),
         };
@@ -1294,6 +1529,7 @@ mod tests {
                     duration: Duration::from_millis(duration_ms),
                     start: Duration::from_millis(*start),
                     discontinuity: false,
+                    media_start: None,
                     init: None,
                     encryption: None,
                 })

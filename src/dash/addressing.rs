@@ -48,6 +48,9 @@ pub(crate) struct RawSegment {
     pub number: u64,
     /// Relative to the Period start.
     pub start: Duration,
+    /// The segment's start on its media's own timeline (presentationTimeOffset included), the
+    /// time its first sample carries.
+    pub media_start: Duration,
     pub duration: Duration,
     pub resource: Resource,
 }
@@ -532,6 +535,7 @@ impl<'a> RepContext<'a> {
                 let segment = RawSegment {
                     number: 1,
                     start: Duration::ZERO,
+                    media_start: Duration::ZERO,
                     duration: period_duration.unwrap_or_default(),
                     resource: Resource {
                         url: self.base.clone(),
@@ -631,6 +635,7 @@ impl<'a> RepContext<'a> {
                 segments.push(RawSegment {
                     number: run.number + i,
                     start,
+                    media_start: from_ticks(time, timescale),
                     duration,
                     resource: Resource {
                         url: self.join(&url)?,
@@ -703,6 +708,8 @@ impl<'a> RepContext<'a> {
             segments.push(RawSegment {
                 number: 1 + index as u64,
                 start,
+                // SegmentList carries no presentationTimeOffset.
+                media_start: start,
                 duration,
                 resource: Resource {
                     url,
@@ -740,6 +747,7 @@ impl<'a> RepContext<'a> {
             let segment = RawSegment {
                 number: 1,
                 start: Duration::ZERO,
+                media_start: Duration::ZERO,
                 duration: period_duration.unwrap_or_default(),
                 resource: Resource {
                     url: self.base.clone(),
@@ -761,6 +769,7 @@ impl<'a> RepContext<'a> {
             segments.push(RawSegment {
                 number: 1 + i as u64,
                 start: from_ticks(time, index.timescale).saturating_sub(pto),
+                media_start: from_ticks(time, index.timescale),
                 duration: from_ticks(*duration, index.timescale),
                 resource: Resource {
                     url: self.base.clone(),

@@ -11,7 +11,8 @@ use crate::model::{Rendition, Track, TrackKind};
 use crate::runtime::RUNTIME;
 use crate::scheduler::SchedulerConfig;
 use crate::session::{
-    MeshSessionConfig, Session, SessionConfig, SessionEvent, TrackControl, TrackOutput,
+    CodecSupport, MeshSessionConfig, PresentationControl, Session, SessionConfig, SessionEvent,
+    Snap, TrackControl, TrackOutput,
 };
 use gst::glib;
 use gst::prelude::*;
@@ -79,6 +80,8 @@ struct Settings {
     max_upload_rate: u64,
     cache_size: u64,
     live_delay: u64,
+    /// Codec families to prefer, most wanted first.
+    codec_preference: String,
 }
 
 impl Default for Settings {
@@ -107,6 +110,7 @@ impl Default for Settings {
             max_upload_rate: 0,
             cache_size: DEFAULT_CACHE_SIZE,
             live_delay: 0,
+            codec_preference: String::new(),
         }
     }
 }
@@ -150,6 +154,10 @@ impl Settings {
             dash: self.dash.clone(),
             live_delay: Duration::from_nanos(self.live_delay),
             mesh: self.mesh_config()?,
+            codec_preference: split_list(&self.codec_preference)
+                .map(str::to_ascii_lowercase)
+                .collect(),
+            codec_support: CodecSupport::new(decoder_exists),
         })
     }
 
@@ -262,6 +270,13 @@ enum State {
         stats_ticker: tokio::task::JoinHandle<()>,
         outputs: Vec<Output>,
         selection: Option<Selection>,
+        /// Every pad's track, for seeks of the whole presentation.
+        presentation: Arc<PresentationControl>,
+        /// The seqnum of the last seek done: the same seek arriving on another pad is
+        /// done once.
+        last_seek: Option<gst::Seqnum>,
+        /// Not-linked stops the element only when every pad is not linked.
+        flows: Arc<Mutex<gst_base::UniqueFlowCombiner>>,
     },
 }
 
@@ -438,6 +453,11 @@ impl ObjectImpl for MeshSrc {
                     .blurb("Start live playback at least this far behind the edge, in nanoseconds, to give peers time (0 = the playlist's hold-back)")
                     .mutable_ready()
                     .build(),
+                glib::ParamSpecString::builder("codec-preference")
+                    .nick("Codec preference")
+                    .blurb("Codec families to prefer when the variants use several, most wanted first, e.g. \"hevc,avc\"; empty = the first variant's that can be decoded")
+                    .mutable_ready()
+                    .build(),
                 glib::ParamSpecBoxed::builder::<gst::Structure>("stats")
                     .nick("Statistics")
                     .blurb("Mesh statistics: bytes-cdn, bytes-p2p, bytes-uploaded, segments-cdn, segments-p2p, segments-rejected, peers, peers-banned")
@@ -494,7 +514,7 @@ impl ObjectImpl for MeshSrc {
                     .unwrap_or_default();
             }
             "tracker" | "swarm-id" | "segment-hashes" | "ice-address" | "stun-server"
-            | "turn-server" => {
+            | "turn-server" | "codec-preference" => {
                 let text = value
                     .get::<Option<String>>()
                     .expect("type checked upstream")
@@ -505,6 +525,7 @@ impl ObjectImpl for MeshSrc {
                     "segment-hashes" => &mut settings.segment_hashes,
                     "ice-address" => &mut settings.ice_address,
                     "stun-server" => &mut settings.stun_server,
+                    "codec-preference" => &mut settings.codec_preference,
                     _ => &mut settings.turn_server,
                 };
                 *slot = text;
@@ -557,6 +578,7 @@ impl ObjectImpl for MeshSrc {
             "max-upload-rate" => settings.max_upload_rate.to_value(),
             "cache-size" => settings.cache_size.to_value(),
             "live-delay" => settings.live_delay.to_value(),
+            "codec-preference" => settings.codec_preference.to_value(),
             "stats" => {
                 drop(settings);
                 stats_structure(&self.stats()).to_value()
@@ -612,6 +634,7 @@ impl ElementImpl for MeshSrc {
                 let ids: Vec<String> = select.streams().iter().map(|s| s.to_string()).collect();
                 self.select_streams(&ids, event.seqnum())
             }
+            gst::EventView::Seek(_) => self.seek(&event),
             _ => self.parent_send_event(event),
         }
     }
@@ -702,6 +725,9 @@ impl MeshSrc {
             stats_ticker,
             outputs: Vec::new(),
             selection: None,
+            presentation: Arc::default(),
+            last_seek: None,
+            flows: Arc::default(),
         };
         Ok(())
     }
@@ -854,6 +880,13 @@ impl MeshSrc {
         // late streams-selected of the first alone, unlinks the other's output (not-linked).
         let selectable = tracks.len() > 1 && tracks.iter().all(|t| !t.track.muxed);
 
+        let presentation = Arc::new(PresentationControl::new(
+            tracks.iter().map(|t| (t.kind, t.control.clone())).collect(),
+        ));
+        let flows = match &*lock(&self.state) {
+            State::Running { flows, .. } => flows.clone(),
+            State::Stopped => return,
+        };
         let mut counters = [0u32; 3];
         let mut outputs = Vec::new();
         let mut initial_choices = Vec::new();
@@ -884,14 +917,31 @@ impl MeshSrc {
                     collection: collection.clone(),
                     group_id,
                     selectable,
+                    presentation: presentation.clone(),
                 },
             );
             let templ = obj
                 .pad_template(&format!("{}_%02u", kind.pad_prefix()))
                 .expect("template exists");
+            let pad_flows = flows.clone();
+            let pad_presentation = presentation.clone();
             let ghost = gst::GhostPad::builder_from_template(&templ)
                 .name(name.as_str())
+                .proxy_pad_chain_function(move |pad, parent, buffer| {
+                    let result = gst::ProxyPad::chain_default(pad, parent, buffer);
+                    if kind != TrackKind::Subtitle {
+                        pad_presentation.mark_media_started();
+                    }
+                    // The ghost pad's flow counts: one pad nobody links (a text track under
+                    // playbin3, audio under `meshsrc ! decodebin`) must not stop the others.
+                    let ghost = pad.upcast_ref::<gst::ProxyPad>().internal();
+                    match ghost {
+                        Some(ghost) => lock(&pad_flows).update_pad_flow(&ghost, result),
+                        None => result,
+                    }
+                })
                 .build();
+            lock(&flows).add_pad(&ghost);
             outputs.push(Output {
                 src,
                 ghost,
@@ -914,9 +964,11 @@ impl MeshSrc {
                     generation: g,
                     outputs: slot,
                     selection,
+                    presentation: slot_presentation,
                     ..
                 } if *g == generation => {
                     slot.extend(outputs);
+                    *slot_presentation = presentation;
                     *selection = Some(Selection {
                         collection: collection.clone(),
                         choices,
@@ -942,7 +994,6 @@ impl MeshSrc {
                 );
                 return;
             }
-            Self::drop_when_unlinked(src, ghost);
             self.watch_stream_starts(&target, index);
         }
         let _ = obj.post_message(
@@ -1059,6 +1110,93 @@ impl MeshSrc {
         true
     }
 
+    /// Seeks every pad to one position, as adaptivedemux2 does: whichever pad the seek came
+    /// up (or the element itself), each pad flushes and restarts with the seek's seqnum, and
+    /// the same seek arriving again on another pad is done once. KEY_UNIT and SNAP flags snap
+    /// the target to a segment start of the video track; the other tracks align to it.
+    fn seek(&self, event: &gst::Event) -> bool {
+        let gst::EventView::Seek(seek) = event.view() else {
+            return false;
+        };
+        let seqnum = event.seqnum();
+        let (rate, flags, start_type, start, stop_type, stop) = seek.get();
+        if start.format() != gst::Format::Time || rate <= 0.0 {
+            gst::debug!(CAT, imp = self, "refusing a seek at rate {rate} in {:?}", start.format());
+            return false;
+        }
+        let (srcs, target) = {
+            let mut state = lock(&self.state);
+            let State::Running {
+                outputs,
+                presentation,
+                last_seek,
+                ..
+            } = &mut *state
+            else {
+                return false;
+            };
+            if *last_seek == Some(seqnum) {
+                return true;
+            }
+            if outputs.is_empty() || !presentation.is_seekable() {
+                gst::debug!(CAT, imp = self, "not seekable (live, or not started)");
+                return false;
+            }
+            let requested = match (start_type, start.value()) {
+                (gst::SeekType::Set, v) if v >= 0 => Duration::from_nanos(v as u64),
+                (gst::SeekType::End, v) => presentation
+                    .duration()
+                    .unwrap_or_default()
+                    .saturating_sub(Duration::from_nanos(v.unsigned_abs())),
+                _ => presentation.position(),
+            };
+            let snap = if flags.contains(gst::SeekFlags::SNAP_NEAREST) {
+                Some(Snap::Nearest)
+            } else if flags.contains(gst::SeekFlags::SNAP_AFTER) {
+                Some(Snap::After)
+            } else if flags.intersects(gst::SeekFlags::KEY_UNIT | gst::SeekFlags::SNAP_BEFORE) {
+                Some(Snap::Before)
+            } else {
+                None
+            };
+            let target = match snap {
+                Some(snap) => presentation.snap(requested, snap),
+                None => requested,
+            };
+            *last_seek = Some(seqnum);
+            let srcs: Vec<StreamSrc> = outputs.iter().map(|o| o.src.clone()).collect();
+            (srcs, target)
+        };
+        gst::info!(CAT, imp = self, "seek {seqnum:?} to {target:?} on {} pads", srcs.len());
+        // Each pad seeks to the one target: snapping is done.
+        let pad_flags = flags
+            - (gst::SeekFlags::KEY_UNIT
+                | gst::SeekFlags::SNAP_BEFORE
+                | gst::SeekFlags::SNAP_AFTER
+                | gst::SeekFlags::SNAP_NEAREST);
+        let target_time = gst::ClockTime::from_nseconds(target.as_nanos() as u64);
+        let stop_time = match stop {
+            gst::GenericFormattedValue::Time(t) => t,
+            _ => None,
+        };
+        let mut done = true;
+        for src in srcs {
+            let pad_seek = gst::event::Seek::builder(
+                rate,
+                pad_flags,
+                gst::SeekType::Set,
+                target_time,
+                stop_type,
+                stop_time,
+            )
+            .seqnum(seqnum)
+            .build();
+            src.imp().set_seek_seqnum(seqnum);
+            done &= src.send_event(pad_seek);
+        }
+        done
+    }
+
     /// Completes a pending selection when a switched pad starts its new stream.
     fn watch_stream_starts(&self, pad: &gst::Pad, index: usize) {
         let weak = self.obj().downgrade();
@@ -1104,32 +1242,6 @@ impl MeshSrc {
         let _ = self.obj().post_message(message);
     }
 
-    /// A pad nobody linked (say audio_00 under `meshsrc ! decodebin`) must not stop the
-    /// others with not-linked, so its data is dropped while some other pad is linked.
-    fn drop_when_unlinked(src: &StreamSrc, ghost: &gst::GhostPad) {
-        let ghost_weak = ghost.downgrade();
-        let src_pad = src.static_pad("src").expect("push sources have a src pad");
-        src_pad.add_probe(gst::PadProbeType::BUFFER, move |_, _| {
-            let Some(ghost) = ghost_weak.upgrade() else {
-                return gst::PadProbeReturn::Ok;
-            };
-            if ghost.is_linked() {
-                return gst::PadProbeReturn::Ok;
-            }
-            let sibling_linked = ghost.parent_element().is_some_and(|bin| {
-                bin.src_pads()
-                    .iter()
-                    .any(|p| p != ghost.upcast_ref::<gst::Pad>() && p.is_linked())
-            });
-            if sibling_linked {
-                // Handled, not Drop: GStreamer 1.22 unrefs dropped items itself.
-                gst::PadProbeReturn::Handled
-            } else {
-                gst::PadProbeReturn::Ok
-            }
-        });
-    }
-
     fn post_mesh_error(&self, e: &MeshError) {
         gst::warning!(CAT, imp = self, "error: {e}");
         let details = |status: u16, url: &str| {
@@ -1167,6 +1279,9 @@ impl MeshSrc {
             }
             MeshError::Unsupported(_) => {
                 gst::element_imp_error!(self, gst::StreamError::Format, ("{}", e), ["{:?}", e])
+            }
+            MeshError::NoDecoder { .. } => {
+                gst::element_imp_error!(self, gst::StreamError::CodecNotFound, ("{}", e), ["{:?}", e])
             }
             MeshError::Tracker { .. } | MeshError::Mesh(_) => {
                 gst::element_imp_error!(self, gst::ResourceError::Failed, ("{}", e), ["{:?}", e])
@@ -1257,6 +1372,33 @@ fn stream_of(id_base: &str, track: &Track, rendition: usize, selected: bool) -> 
     stream
 }
 
+/// Whether the registry has a decoder for a codec family (`avc`, `aac`, …); families it
+/// cannot name caps for (text) count as decodable.
+fn decoder_exists(family: &str) -> bool {
+    let caps = match family {
+        "avc" => gst::Caps::new_empty_simple("video/x-h264"),
+        "hevc" | "dolby-vision" => gst::Caps::new_empty_simple("video/x-h265"),
+        "vp9" => gst::Caps::new_empty_simple("video/x-vp9"),
+        "vp8" => gst::Caps::new_empty_simple("video/x-vp8"),
+        "av1" => gst::Caps::new_empty_simple("video/x-av1"),
+        "aac" => gst::Caps::builder("audio/mpeg")
+            .field("mpegversion", 4i32)
+            .build(),
+        "mp3" => gst::Caps::builder("audio/mpeg")
+            .field("mpegversion", 1i32)
+            .field("layer", 3i32)
+            .build(),
+        "ac3" => gst::Caps::new_empty_simple("audio/x-ac3"),
+        "eac3" => gst::Caps::new_empty_simple("audio/x-eac3"),
+        "opus" => gst::Caps::new_empty_simple("audio/x-opus"),
+        "flac" => gst::Caps::new_empty_simple("audio/x-flac"),
+        _ => return true,
+    };
+    gst::ElementFactory::factories_with_type(gst::ElementFactoryType::DECODER, gst::Rank::MARGINAL)
+        .iter()
+        .any(|f| f.can_sink_any_caps(&caps))
+}
+
 /// Elementary caps for a single RFC 6381 codec string, as dashdemux2 gives its tracks;
 /// None for lists (muxed content) and unknown codecs.
 fn codec_caps(codecs: &str) -> Option<gst::Caps> {
@@ -1268,7 +1410,7 @@ fn codec_caps(codecs: &str) -> Option<gst::Caps> {
     let (fourcc, rest) = codec.split_once('.').unwrap_or((codec, ""));
     let caps = match fourcc {
         "avc1" | "avc3" => gst::Caps::builder("video/x-h264")
-            .field("stream-format", fourcc)
+            .field("stream-format", if fourcc == "avc1" { "avc" } else { "avc3" })
             .field("alignment", "au")
             .build(),
         "hvc1" | "hev1" => gst::Caps::builder("video/x-h265")
