@@ -186,6 +186,40 @@ fn pmt_stream_types(section: &[u8]) -> Vec<u8> {
     types
 }
 
+/// What an RFC 6381 codec string carries, by its sample entry type.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CodecKind {
+    Video,
+    Audio,
+    Text,
+}
+
+/// The kind of a codec by its first four characters, with the sample entry types hls.js
+/// knows (its `sampleEntryCodesISO`), so that a CODECS list splits as browsers split it.
+pub fn codec_kind(codec: &str) -> Option<CodecKind> {
+    const VIDEO: &[&str] = &[
+        "avc1", "avc2", "avc3", "avc4", "avcp", "av01", "dav1", "drac", "dva1", "dvav", "dvh1",
+        "dvhe", "encv", "hev1", "hvc1", "mjp2", "mp4v", "mvc1", "mvc2", "mvc3", "mvc4", "resv",
+        "rv60", "s263", "svc1", "svc2", "vc-1", "vp08", "vp09",
+    ];
+    const AUDIO: &[&str] = &[
+        "a3ds", "ac-3", "ac-4", "alac", "alaw", "dra1", "dts+", "dts-", "dtsc", "dtse", "dtsh",
+        "ec-3", "enca", "fLaC", "flac", "FLAC", "g719", "g726", "m4ae", "mha1", "mha2", "mhm1",
+        "mhm2", "mlpa", "mp4a", "raw ", "Opus", "opus", "samr", "sawb", "sawp", "sevc", "sqcp",
+        "ssmv", "twos", "ulaw",
+    ];
+    const TEXT: &[&str] = &["stpp", "wvtt"];
+    let fourcc = codec.get(..4)?;
+    [
+        (VIDEO, CodecKind::Video),
+        (AUDIO, CodecKind::Audio),
+        (TEXT, CodecKind::Text),
+    ]
+    .into_iter()
+    .find(|(list, _)| list.contains(&fourcc))
+    .map(|(_, kind)| kind)
+}
+
 /// The codec family of an RFC 6381 codec string (`avc1.64001f` → `avc`), as ABR groups
 /// variants: a decoder for one member plays every member.
 pub fn codec_family(codec: &str) -> Option<&'static str> {
@@ -331,7 +365,16 @@ mod tests {
         }
         fn section(table: u8, body: &[u8]) -> Vec<u8> {
             let length = body.len() + 5 + 4;
-            let mut s = vec![table, 0xb0 | (length >> 8) as u8, length as u8, 0, 1, 0xc1, 0, 0];
+            let mut s = vec![
+                table,
+                0xb0 | (length >> 8) as u8,
+                length as u8,
+                0,
+                1,
+                0xc1,
+                0,
+                0,
+            ];
             s.extend_from_slice(body);
             s.extend_from_slice(&[0; 4]); // CRC, not checked
             s
@@ -341,15 +384,18 @@ mod tests {
         let pmt = section(
             0x02,
             &[
-                0xe1, 0x00, 0xf0, 0x00, 0x24, 0xe1, 0x00, 0xf0, 0x00, 0x0f, 0xe1, 0x01, 0xf0,
-                0x02, 0x0a, 0x00,
+                0xe1, 0x00, 0xf0, 0x00, 0x24, 0xe1, 0x00, 0xf0, 0x00, 0x0f, 0xe1, 0x01, 0xf0, 0x02,
+                0x0a, 0x00,
             ],
         );
         let mut ts = packet(0, &pat);
         ts.extend(packet(0x1000, &pmt));
         assert_eq!(ts_stream_types(&ts), [0x24, 0x0f]);
         assert_eq!(ts_stream_types(&ts[..TS_PACKET]), Vec::<u8>::new());
-        assert_eq!(ts_stream_types(b"not a transport stream at all"), Vec::<u8>::new());
+        assert_eq!(
+            ts_stream_types(b"not a transport stream at all"),
+            Vec::<u8>::new()
+        );
     }
 
     #[test]

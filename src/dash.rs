@@ -16,7 +16,8 @@ use crate::delivery::Delivery;
 use crate::error::MeshError;
 use crate::fetch::Fetched;
 use crate::model::{
-    MediaTimeline, Presentation, Rendition, RenditionSource, Resource, Segment, Track, TrackKind,
+    MediaTimeline, Presentation, Rendition, RenditionRole, RenditionSource, Resource, Segment,
+    Track, TrackKind,
 };
 use crate::scheduler::SegmentRequest;
 use addressing::{RepSegments, Window};
@@ -444,6 +445,17 @@ fn rendition_of(
             .first()
             .map(|l| l.content.clone())
             .filter(|l| !l.is_empty()),
+        frame_rate: rep
+            .frameRate
+            .as_deref()
+            .or(set.frameRate.as_deref())
+            .and_then(parse_frame_rate),
+        video_range: None,
+        channels: None,
+        role: match classify(set) {
+            Some(TrackKind::Video) | None => RenditionRole::Variant,
+            Some(_) => RenditionRole::Alternative,
+        },
     }
 }
 
@@ -781,6 +793,7 @@ pub fn timeline(
         target_duration,
         ended,
         is_live: mpd.dynamic,
+        end_list: !mpd.dynamic,
         hold_back: if mpd.dynamic {
             presentation_delay(mpd, opts, max_segment)
         } else {

@@ -2,10 +2,12 @@
 
 use crate::error::MeshError;
 use crate::model::{
-    ByteRange, Encryption, MediaTimeline, Presentation, Rendition, RenditionSource, Resource,
-    Segment, Track, TrackKind,
+    ByteRange, Encryption, MediaTimeline, Presentation, Rendition, RenditionRole, RenditionSource,
+    Resource, Segment, Track, TrackKind,
 };
-use m3u8_rs::{AlternativeMediaType, KeyMethod, MasterPlaylist, MediaPlaylist, Playlist};
+use m3u8_rs::{
+    AlternativeMediaType, KeyMethod, MasterPlaylist, MediaPlaylist, Playlist, VariantStream,
+};
 use std::time::Duration;
 use url::Url;
 
@@ -42,6 +44,10 @@ pub fn parse_manifest(url: &Url, body: &[u8]) -> Result<Manifest, MeshError> {
                 resolution: None,
                 language: None,
                 name: None,
+                frame_rate: None,
+                video_range: None,
+                channels: None,
+                role: RenditionRole::Variant,
             };
             let track = Track {
                 kind: TrackKind::Video,
@@ -112,6 +118,40 @@ fn codecs_have_video(codecs: &str) -> bool {
     })
 }
 
+/// An attribute m3u8-rs does not parse itself, as written.
+fn other_attribute(
+    attributes: &Option<std::collections::HashMap<String, m3u8_rs::QuotedOrUnquoted>>,
+    name: &str,
+) -> Option<String> {
+    attributes.as_ref()?.get(name).map(|v| v.to_string())
+}
+
+/// The codecs of a group's renditions, from the variants that use the group, as hls.js takes
+/// them: the audio (or text) codecs in the CODECS of the first variant naming the group, else
+/// of the first variant.
+fn group_codecs(variants: &[&VariantStream], group: &str, kind: TrackKind) -> Option<String> {
+    let group_of = |v: &VariantStream| match kind {
+        TrackKind::Subtitle => v.subtitles.clone(),
+        _ => v.audio.clone(),
+    };
+    let variant = variants
+        .iter()
+        .find(|v| group_of(v).as_deref() == Some(group))
+        .or(variants.first())?;
+    let wanted = match kind {
+        TrackKind::Subtitle => crate::container::CodecKind::Text,
+        _ => crate::container::CodecKind::Audio,
+    };
+    let codecs: Vec<&str> = variant
+        .codecs
+        .as_deref()?
+        .split([' ', ','])
+        .filter(|c| !c.is_empty() && crate::container::codec_kind(c) == Some(wanted))
+        .map(|c| c.split('/').next().unwrap_or(c))
+        .collect();
+    (!codecs.is_empty()).then(|| codecs.join(","))
+}
+
 fn presentation_from_master(url: &Url, master: &MasterPlaylist) -> Result<Presentation, MeshError> {
     let variants: Vec<_> = master.variants.iter().filter(|v| !v.is_i_frame).collect();
     if variants.is_empty() {
@@ -123,11 +163,19 @@ fn presentation_from_master(url: &Url, master: &MasterPlaylist) -> Result<Presen
             id: format!("v{index}"),
             url: resolve(url, &variant.uri, "variant")?,
             source: RenditionSource::HlsMediaPlaylist,
-            bandwidth: variant.bandwidth,
+            // hls.js reads AVERAGE-BANDWIDTH when BANDWIDTH is 0.
+            bandwidth: match variant.bandwidth {
+                0 => variant.average_bandwidth.unwrap_or(0),
+                b => b,
+            },
             codecs: variant.codecs.clone(),
             resolution: variant.resolution.map(|r| (r.width, r.height)),
             language: None,
             name: None,
+            frame_rate: variant.frame_rate,
+            video_range: other_attribute(&variant.other_attributes, "VIDEO-RANGE"),
+            channels: None,
+            role: RenditionRole::Variant,
         });
     }
     let first = variants[0];
@@ -186,10 +234,14 @@ fn presentation_from_master(url: &Url, master: &MasterPlaylist) -> Result<Presen
                     url: resolve(url, uri, "rendition")?,
                     source: RenditionSource::HlsMediaPlaylist,
                     bandwidth: 0,
-                    codecs: None,
+                    codecs: group_codecs(&variants, &member.group_id, kind),
                     resolution: None,
                     language: member.language.clone(),
                     name: Some(member.name.clone()),
+                    frame_rate: None,
+                    video_range: None,
+                    channels: member.channels.clone(),
+                    role: RenditionRole::Alternative,
                 }],
                 default_rendition: 0,
                 muxed: false,
@@ -369,6 +421,7 @@ fn timeline_from_media(url: &Url, media: &MediaPlaylist) -> Result<MediaTimeline
         target_duration,
         ended,
         is_live: !ended,
+        end_list: media.end_list,
         hold_back: server_hold_back(media).unwrap_or(target_duration * 3),
     })
 }

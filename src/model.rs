@@ -35,6 +35,23 @@ pub struct Rendition {
     pub resolution: Option<(u64, u64)>,
     pub language: Option<String>,
     pub name: Option<String>,
+    /// HLS FRAME-RATE / DASH @frameRate.
+    pub frame_rate: Option<f64>,
+    /// HLS VIDEO-RANGE (`SDR`, `PQ`, `HLG`).
+    pub video_range: Option<String>,
+    /// HLS CHANNELS of an audio rendition, as written (`2`, `16/JOC`).
+    pub channels: Option<String>,
+    pub role: RenditionRole,
+}
+
+/// What a rendition is in its manifest; p2p-media-loader names `main` and `secondary` swarms
+/// after it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RenditionRole {
+    /// An HLS variant stream (or a lone media playlist), a DASH video or muxed representation.
+    Variant,
+    /// An HLS alternate rendition (EXT-X-MEDIA), a DASH audio or text representation.
+    Alternative,
 }
 
 /// Where a rendition's segment list comes from.
@@ -132,6 +149,9 @@ pub struct MediaTimeline {
     pub ended: bool,
     /// Whether segments can ever disappear from the front (live sliding window).
     pub is_live: bool,
+    /// HLS EXT-X-ENDLIST (DASH: a static MPD): p2p-media-loader numbers the segments of such
+    /// a playlist by position, others by media sequence number.
+    pub end_list: bool,
     /// How far behind the live edge playback starts.
     pub hold_back: Duration,
 }

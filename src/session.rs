@@ -320,7 +320,11 @@ impl PresentationControl {
     /// with "Can't play a text file without video".
     pub async fn wait_media_started(&self) {
         use std::sync::atomic::Ordering;
-        if !self.tracks.iter().any(|(kind, _)| *kind != TrackKind::Subtitle) {
+        if !self
+            .tracks
+            .iter()
+            .any(|(kind, _)| *kind != TrackKind::Subtitle)
+        {
             return;
         }
         loop {
@@ -426,6 +430,8 @@ struct Context {
     /// The MPD and its live state when the manifest is DASH.
     dash: std::sync::OnceLock<dash::DashSession>,
     hashes: tokio::sync::Mutex<HashSource>,
+    /// The manifest's URL after redirects, the base of swarm identities (as browsers see it).
+    manifest_url: std::sync::OnceLock<Url>,
 }
 
 /// The published segment hashes, refetched (at most every [`HASHES_REFETCH`]) when a live
@@ -477,6 +483,7 @@ async fn run(config: SessionConfig, events: mpsc::Sender<SessionEvent>, stats: A
         keys: Default::default(),
         dash: Default::default(),
         hashes: Default::default(),
+        manifest_url: Default::default(),
     });
     if let Err(e) = run_tracks(&ctx).await {
         let _ = ctx.events.send(SessionEvent::Error(e)).await;
@@ -493,6 +500,7 @@ async fn run_tracks(ctx: &Arc<Context>) -> Result<(), MeshError> {
         },
     )
     .await?;
+    let _ = ctx.manifest_url.set(fetched.final_url.clone());
     let (presentation, preloaded) = if dash::looks_like_mpd(&fetched.final_url, &fetched.bytes) {
         let (session, presentation) = dash::DashSession::start(
             &ctx.delivery,
@@ -575,9 +583,7 @@ async fn keep_one_codec_group(ctx: &Context, track: &mut Track) -> Result<(), Me
         match r.codecs.as_deref() {
             Some(codecs) => abr::families_of_codecs(codecs),
             // Only ladders can mix codecs: a lone rendition is not probed.
-            None if track.renditions.len() > 1
-                && r.source == RenditionSource::HlsMediaPlaylist =>
-            {
+            None if track.renditions.len() > 1 && r.source == RenditionSource::HlsMediaPlaylist => {
                 probe_families(ctx, r).await
             }
             None => Vec::new(),
@@ -699,6 +705,9 @@ struct TrackDriver {
     epoch_start: Option<(u64, Duration)>,
     /// `track.id`, shared by every chunk.
     track_id: Arc<str>,
+    /// The first media sequence number of an HLS playlist with EXT-X-ENDLIST: its segments
+    /// are known to peers by position, as p2p-media-loader numbers them.
+    numbered_from: Option<u64>,
     /// Live segments requested ahead, by ascending sequence.
     ahead: VecDeque<Ahead>,
 }
@@ -773,7 +782,31 @@ impl TrackDriver {
             timestamps_restart: false,
             epoch_start: None,
             ahead: VecDeque::new(),
+            numbered_from: None,
         }
+    }
+
+    /// Takes a (re)loaded timeline as the current one.
+    fn adopt_timeline(&mut self, timeline: &MediaTimeline) {
+        self.control.set_timeline(timeline);
+        let hls = matches!(
+            self.track.renditions[self.rendition].source,
+            RenditionSource::HlsMediaPlaylist
+        );
+        self.numbered_from = (hls && timeline.end_list)
+            .then(|| timeline.first_sequence())
+            .flatten();
+    }
+
+    /// The segment's id in the mesh, as p2p-media-loader's hls.js integration assigns it: the
+    /// media sequence number while the playlist is live, the 0-based position in the playlist
+    /// once it has EXT-X-ENDLIST. DASH: the segment number.
+    fn mesh_segment_id(&self, segment: &Segment) -> crate::mesh::SegmentId {
+        let id = match self.numbered_from {
+            Some(first) => segment.sequence.saturating_sub(first),
+            None => segment.sequence,
+        };
+        i64::try_from(id).unwrap_or(i64::MAX)
     }
 
     /// The rendition's current segment list: a (re)loaded HLS media playlist or DASH timeline.
@@ -833,7 +866,7 @@ impl TrackDriver {
             Some(t) => t,
             None => self.load_timeline().await?,
         };
-        self.control.set_timeline(&timeline);
+        self.adopt_timeline(&timeline);
         let mut next_sequence = if timeline.is_live {
             timeline.live_start_sequence_behind(self.ctx.config.live_delay)
         } else {
@@ -982,7 +1015,7 @@ impl TrackDriver {
                     match self.load_timeline().await {
                         Ok(t) => {
                             timeline = t;
-                            self.control.set_timeline(&timeline);
+                            self.adopt_timeline(&timeline);
                             self.discont = true;
                             self.last_init = None;
                             self.ahead.clear();
@@ -1055,7 +1088,7 @@ impl TrackDriver {
                 self.warn(e).await;
             }
         }
-        self.control.set_timeline(timeline);
+        self.adopt_timeline(timeline);
         self.last_init = None;
         self.discont = true;
         self.epoch_start = None;
@@ -1105,7 +1138,7 @@ impl TrackDriver {
                     *unchanged = 0;
                 }
                 *timeline = fresh;
-                self.control.set_timeline(timeline);
+                self.adopt_timeline(timeline);
                 Ok(())
             }
             Err(e) => {
@@ -1356,7 +1389,10 @@ impl TrackDriver {
         let mesh = self.ctx.config.mesh.as_ref()?;
         let rendition = &self.track.renditions[self.rendition];
         let swarm = Swarm::for_rendition(
-            &self.ctx.config.location,
+            self.ctx
+                .manifest_url
+                .get()
+                .unwrap_or(&self.ctx.config.location),
             mesh.swarm_id.as_deref(),
             self.track.kind,
             rendition,
@@ -1365,7 +1401,7 @@ impl TrackDriver {
         Some(Share {
             key: ShareKey {
                 swarm: swarm.info_hash,
-                segment: segment.sequence as i64,
+                segment: self.mesh_segment_id(segment),
             },
             from_peers: hash.is_some() || !mesh.integrity_required,
             hash,
@@ -1537,6 +1573,7 @@ mod tests {
             target_duration: Duration::from_millis(duration_ms),
             ended: true,
             is_live: false,
+            end_list: true,
             hold_back: Duration::ZERO,
         }
     }

@@ -1121,7 +1121,12 @@ impl MeshSrc {
         let seqnum = event.seqnum();
         let (rate, flags, start_type, start, stop_type, stop) = seek.get();
         if start.format() != gst::Format::Time || rate <= 0.0 {
-            gst::debug!(CAT, imp = self, "refusing a seek at rate {rate} in {:?}", start.format());
+            gst::debug!(
+                CAT,
+                imp = self,
+                "refusing a seek at rate {rate} in {:?}",
+                start.format()
+            );
             return false;
         }
         let (srcs, target) = {
@@ -1167,7 +1172,12 @@ impl MeshSrc {
             let srcs: Vec<StreamSrc> = outputs.iter().map(|o| o.src.clone()).collect();
             (srcs, target)
         };
-        gst::info!(CAT, imp = self, "seek {seqnum:?} to {target:?} on {} pads", srcs.len());
+        gst::info!(
+            CAT,
+            imp = self,
+            "seek {seqnum:?} to {target:?} on {} pads",
+            srcs.len()
+        );
         // Each pad seeks to the one target: snapping is done.
         let pad_flags = flags
             - (gst::SeekFlags::KEY_UNIT
@@ -1281,7 +1291,12 @@ impl MeshSrc {
                 gst::element_imp_error!(self, gst::StreamError::Format, ("{}", e), ["{:?}", e])
             }
             MeshError::NoDecoder { .. } => {
-                gst::element_imp_error!(self, gst::StreamError::CodecNotFound, ("{}", e), ["{:?}", e])
+                gst::element_imp_error!(
+                    self,
+                    gst::StreamError::CodecNotFound,
+                    ("{}", e),
+                    ["{:?}", e]
+                )
             }
             MeshError::Tracker { .. } | MeshError::Mesh(_) => {
                 gst::element_imp_error!(self, gst::ResourceError::Failed, ("{}", e), ["{:?}", e])
@@ -1410,7 +1425,10 @@ fn codec_caps(codecs: &str) -> Option<gst::Caps> {
     let (fourcc, rest) = codec.split_once('.').unwrap_or((codec, ""));
     let caps = match fourcc {
         "avc1" | "avc3" => gst::Caps::builder("video/x-h264")
-            .field("stream-format", if fourcc == "avc1" { "avc" } else { "avc3" })
+            .field(
+                "stream-format",
+                if fourcc == "avc1" { "avc" } else { "avc3" },
+            )
             .field("alignment", "au")
             .build(),
         "hvc1" | "hev1" => gst::Caps::builder("video/x-h265")

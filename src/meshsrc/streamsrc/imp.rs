@@ -1,6 +1,6 @@
 use crate::container::{self, InitInfo};
-use crate::runtime::RUNTIME;
 use crate::model::TrackKind;
+use crate::runtime::RUNTIME;
 use crate::session::{Chunk, PresentationControl, StreamItem, TrackControl, TrackOutput};
 use futures::future::{AbortHandle, abortable};
 use gst::glib;
@@ -270,7 +270,10 @@ impl StreamSrc {
                 gst::FlowError::NotNegotiated
             })?,
         };
-        let media_type = caps.structure(0).map(|s| s.name().to_string()).unwrap_or_default();
+        let media_type = caps
+            .structure(0)
+            .map(|s| s.name().to_string())
+            .unwrap_or_default();
         let stream_id = stream
             .stream_id()
             .map(|s| s.to_string())
@@ -453,15 +456,14 @@ impl BaseSrcImpl for StreamSrc {
                     None => false,
                 }
             }
-            gst::QueryViewMut::Position(q) if q.format() == gst::Format::Time => {
-                match presentation {
-                    Some(p) => {
-                        q.set(clock_time(p.position()));
-                        true
-                    }
-                    None => false,
+            gst::QueryViewMut::Position(q) if q.format() == gst::Format::Time => match presentation
+            {
+                Some(p) => {
+                    q.set(clock_time(p.position()));
+                    true
                 }
-            }
+                None => false,
+            },
             gst::QueryViewMut::Seeking(q) if q.format() == gst::Format::Time => {
                 match presentation
                     .filter(|p| p.is_seekable())
@@ -598,7 +600,9 @@ impl StreamSrc {
             self.map_segment(&mapping.presentation, pts, media);
         }
         let mapped = nanos(pts) - mapping.offset.unwrap_or(offset);
-        Some(Duration::from_nanos(mapped.clamp(0, u64::MAX as i128) as u64))
+        Some(Duration::from_nanos(
+            mapped.clamp(0, u64::MAX as i128) as u64
+        ))
     }
 
     /// A segment in which media time `media` plays at presentation time `pts` of
@@ -630,7 +634,11 @@ impl StreamSrc {
         if let Some(stop) = presentation.stop().filter(|stop| *stop > pts) {
             segment.set_stop(media + (stop - pts));
         }
-        gst::debug!(CAT, imp = self, "media time {media} plays at {from}: {segment:?}");
+        gst::debug!(
+            CAT,
+            imp = self,
+            "media time {media} plays at {from}: {segment:?}"
+        );
         if let Err(e) = self.obj().new_segment(segment.upcast_ref()) {
             gst::warning!(CAT, imp = self, "cannot start a new segment: {e}");
         }
