@@ -545,6 +545,34 @@ mod tests {
     }
 
     #[test]
+    fn low_latency_playlists_play_from_their_full_segments() {
+        // LL-HLS (RFC 8216bis): parts and hints for players that go for low latency, full
+        // segments for the rest. The parts must not become segments, and the trailing
+        // parts of the segment still being written and the preload hint are ignored.
+        let body = b"#EXTM3U\n#EXT-X-TARGETDURATION:2\n#EXT-X-VERSION:9\n\
+#EXT-X-SERVER-CONTROL:CAN-BLOCK-RELOAD=YES,PART-HOLD-BACK=1.0,HOLD-BACK=6.0\n\
+#EXT-X-PART-INF:PART-TARGET=0.5\n#EXT-X-MEDIA-SEQUENCE:20\n\
+#EXT-X-MAP:URI=\"init.mp4\"\n\
+#EXT-X-PART:DURATION=1.0,URI=\"s20.mp4\",BYTERANGE=\"100@0\",INDEPENDENT=YES\n\
+#EXT-X-PART:DURATION=1.0,URI=\"s20.mp4\",BYTERANGE=\"100@100\"\n\
+#EXTINF:2.0,\ns20.mp4\n\
+#EXT-X-PART:DURATION=1.0,URI=\"s21.mp4\",BYTERANGE=\"100@0\",INDEPENDENT=YES\n\
+#EXT-X-PART:DURATION=1.0,URI=\"s21.mp4\",BYTERANGE=\"100@100\"\n\
+#EXTINF:2.0,\ns21.mp4\n\
+#EXT-X-PART:DURATION=1.0,URI=\"s22.mp4\",BYTERANGE=\"100@0\",INDEPENDENT=YES\n\
+#EXT-X-PRELOAD-HINT:TYPE=PART,URI=\"s22.mp4\",BYTERANGE-START=100\n\
+#EXT-X-RENDITION-REPORT:URI=\"../alt/index.m3u8\",LAST-MSN=21,LAST-PART=0\n";
+        let tl = parse_media_playlist(&base(), body).unwrap();
+        let uris: Vec<&str> = tl.segments.iter().map(|s| s.resource.url.path()).collect();
+        assert_eq!(uris, ["/live/s20.mp4", "/live/s21.mp4"]);
+        assert!(tl.segments.iter().all(|s| s.resource.range.is_none()));
+        assert_eq!(tl.first_sequence(), Some(20));
+        assert!(tl.is_live);
+        // Standard latency: HOLD-BACK, not PART-HOLD-BACK.
+        assert_eq!(tl.hold_back, Duration::from_secs(6));
+    }
+
+    #[test]
     fn bad_bodies_are_invalid_playlists() {
         for (body, needle) in [
             (&b""[..], "empty"),

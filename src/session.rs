@@ -643,7 +643,12 @@ async fn probe_families(ctx: &Context, rendition: &Rendition) -> Vec<String> {
                     url: first.resource.url.clone(),
                     range: Some(range),
                 };
-                let head = fetch_now(ctx, resource).await.ok()?;
+                // A segment shorter than the probe fails the ranged fetch: it is small
+                // enough to fetch whole.
+                let head = match fetch_now(ctx, resource).await {
+                    Ok(head) => head,
+                    Err(_) => fetch_now(ctx, first.resource.clone()).await.ok()?,
+                };
                 crate::container::ts_stream_types(&head.bytes)
                     .into_iter()
                     .filter_map(crate::container::ts_stream_type_family)

@@ -276,7 +276,7 @@ enum State {
         /// done once.
         last_seek: Option<gst::Seqnum>,
         /// Not-linked stops the element only when every pad is not linked.
-        flows: Arc<Mutex<gst_base::UniqueFlowCombiner>>,
+        flows: Arc<NotLinked>,
     },
 }
 
@@ -925,6 +925,7 @@ impl MeshSrc {
                 .expect("template exists");
             let pad_flows = flows.clone();
             let pad_presentation = presentation.clone();
+            let slot = flows.add_pad();
             let ghost = gst::GhostPad::builder_from_template(&templ)
                 .name(name.as_str())
                 .proxy_pad_chain_function(move |pad, parent, buffer| {
@@ -932,16 +933,9 @@ impl MeshSrc {
                     if kind != TrackKind::Subtitle {
                         pad_presentation.mark_media_started();
                     }
-                    // The ghost pad's flow counts: one pad nobody links (a text track under
-                    // playbin3, audio under `meshsrc ! decodebin`) must not stop the others.
-                    let ghost = pad.upcast_ref::<gst::ProxyPad>().internal();
-                    match ghost {
-                        Some(ghost) => lock(&pad_flows).update_pad_flow(&ghost, result),
-                        None => result,
-                    }
+                    pad_flows.combine(slot, result)
                 })
                 .build();
-            lock(&flows).add_pad(&ghost);
             outputs.push(Output {
                 src,
                 ghost,
@@ -1305,6 +1299,40 @@ impl MeshSrc {
                 gst::element_imp_error!(self, gst::ResourceError::Settings, ("{}", e), ["{:?}", e])
             }
         }
+    }
+}
+
+/// Which pads' last push found nobody linked downstream, so that one pad nobody links (a text
+/// track under playbin3, audio under `meshsrc ! decodebin`) never stops the others, as
+/// adaptivedemux2's flow combiner does. Only not-linked is combined: each pad has its own
+/// streaming thread, so a flushing or ended pad stops itself alone.
+#[derive(Debug, Default)]
+struct NotLinked {
+    pads: Mutex<Vec<bool>>,
+}
+
+impl NotLinked {
+    /// A slot for one more pad.
+    fn add_pad(&self) -> usize {
+        let mut pads = lock(&self.pads);
+        pads.push(false);
+        pads.len() - 1
+    }
+
+    fn combine(
+        &self,
+        slot: usize,
+        result: Result<gst::FlowSuccess, gst::FlowError>,
+    ) -> Result<gst::FlowSuccess, gst::FlowError> {
+        let not_linked = result == Err(gst::FlowError::NotLinked);
+        let mut pads = lock(&self.pads);
+        if let Some(p) = pads.get_mut(slot) {
+            *p = not_linked;
+        }
+        if not_linked && pads.iter().any(|p| !p) {
+            return Ok(gst::FlowSuccess::Ok);
+        }
+        result
     }
 }
 

@@ -11,7 +11,7 @@
 //!   200 and a chunked body that streams the bytes already written and then follows the
 //!   file as it grows, until the file is complete: renamed to `<name>`, the writer marked
 //!   done (`writer_done`), or no growth for [`STALL`];
-//! - anything else is 404.
+//! - anything else is 404. HEAD is answered like GET, without a body.
 //!
 //! hyper 1.x on a tokio runtime owned by a background thread, like `origin.rs`; the
 //! server stops (and the thread is joined) when the [`GrowingOrigin`] is dropped.
@@ -319,9 +319,10 @@ fn handle(state: &Arc<State>, req: &Request<Incoming>) -> Response<RespBody> {
         at,
         finished: None,
     };
+    let head = method == Method::HEAD;
     let (resp, bytes) = 'resp: {
-        if method != Method::GET {
-            break 'resp text_response(405, "only GET");
+        if method != Method::GET && !head {
+            break 'resp text_response(405, "only GET and HEAD");
         }
         let Some(file) = safe_join(&state.root, &path) else {
             break 'resp text_response(400, "bad path");
@@ -335,6 +336,15 @@ fn handle(state: &Arc<State>, req: &Request<Incoming>) -> Response<RespBody> {
         tmp_name.push(".tmp");
         let tmp = PathBuf::from(tmp_name);
         match std::fs::File::open(&tmp) {
+            Ok(_) if head => {
+                // The length is not known yet.
+                let mut r = Response::new(Full::new(Bytes::new()).boxed());
+                r.headers_mut().insert(
+                    header::CONTENT_TYPE,
+                    HeaderValue::from_static(content_type(&path)),
+                );
+                break 'resp (r, 0);
+            }
             Ok(f) if range.is_none() => {
                 return growing_response(state.clone(), f, file, record(200, 0));
             }
@@ -345,6 +355,16 @@ fn handle(state: &Arc<State>, req: &Request<Incoming>) -> Response<RespBody> {
             Ok(data) => file_response(data, &path, range.as_deref()),
             Err(_) => text_response(404, "not found"),
         }
+    };
+    let (resp, bytes) = if head {
+        // Keep the headers (Content-Length included), never a body.
+        let (parts, _) = resp.into_parts();
+        (
+            Response::from_parts(parts, Full::new(Bytes::new()).boxed()),
+            0,
+        )
+    } else {
+        (resp, bytes)
     };
     lock(&state.log).push(record(resp.status().as_u16(), bytes));
     resp

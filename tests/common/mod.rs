@@ -3,7 +3,9 @@
 #![allow(dead_code)]
 
 pub mod fixtures;
+pub mod growing;
 pub mod origin;
+pub mod packagers;
 pub mod pipeline;
 pub mod trackers;
 

@@ -635,6 +635,18 @@ pub fn run_playbin3(
     timeout: Duration,
     setup: impl Fn(&gst::Element) + Send + Sync + 'static,
 ) -> PlaybinResult {
+    run_playbin3_until(uri, timeout, setup, || false)
+}
+
+/// Like [`run_playbin3`], and once `stop()` turns true (a live stream whose end is never
+/// announced), sends EOS to the pipeline, as a user stopping it, so that every element
+/// drains what it holds before the frames are counted.
+pub fn run_playbin3_until(
+    uri: &str,
+    timeout: Duration,
+    setup: impl Fn(&gst::Element) + Send + Sync + 'static,
+    stop: impl Fn() -> bool,
+) -> PlaybinResult {
     super::init();
     let shared: Shared = Arc::new((Mutex::new(RunState::default()), Condvar::new()));
     let vsink = gst::ElementFactory::make("fakesink")
@@ -675,7 +687,18 @@ pub fn run_playbin3(
         });
     let start = Instant::now();
     let _ = playbin.set_state(gst::State::Playing);
-    wait_until(&shared, timeout, |s| s.eos || !s.errors.is_empty());
+    let deadline = start + timeout;
+    let mut stopped = false;
+    while Instant::now() < deadline {
+        let slice = (deadline - Instant::now()).min(Duration::from_millis(200));
+        if wait_until(&shared, slice, |s| s.eos || !s.errors.is_empty()) {
+            break;
+        }
+        if !stopped && stop() {
+            stopped = true;
+            playbin.send_event(gst::event::Eos::new());
+        }
+    }
     let _ = playbin.set_state(gst::State::Null);
     let state = lock(&shared).clone();
     let done = if !state.errors.is_empty() {
