@@ -6,6 +6,11 @@
 # The real WebTorrent trackers the tracker tests run against are installed into
 # .tools/ too, each only if missing: bittorrent-tracker (npm, .tools/npm) and
 # aquatic_ws (cargo, .tools/bin).
+# The browser interop test (tests/browser.rs) needs Debian's `chromium`, `unshare`
+# (util-linux) and `ip` (iproute2), and the npm packages pinned in
+# tests/browser/package.json (hls.js, p2p-media-loader, playwright-core, ws),
+# installed into .tools/browser. A Chromium that cannot be installed is reported,
+# not fatal: that test then says loudly that it did not run.
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "$0")/.." && pwd)"
@@ -28,6 +33,8 @@ PACKAGES=(
   openssl
   meson
   ninja-build
+  util-linux
+  iproute2
 )
 
 # Node.js runs bittorrent-tracker in the tracker tests. Node may come from
@@ -55,13 +62,33 @@ for pkg in "${PACKAGES[@]}"; do
   fi
 done
 
+apt_updated=0
+apt_update() {
+  if [ "$apt_updated" -eq 0 ]; then
+    "${SUDO[@]}" env DEBIAN_FRONTEND=noninteractive apt-get update -q
+    apt_updated=1
+  fi
+}
+
 if [ "${#missing[@]}" -gt 0 ]; then
   echo "setup-deps: installing missing Debian packages: ${missing[*]}"
-  "${SUDO[@]}" env DEBIAN_FRONTEND=noninteractive apt-get update -q
+  apt_update
   "${SUDO[@]}" env DEBIAN_FRONTEND=noninteractive \
     apt-get install -y -q "${missing[@]}"
 else
   echo "setup-deps: all Debian packages present"
+fi
+
+# Chromium for tests/browser.rs, on its own: a machine without it (or without
+# the package) can still build and run every other test.
+if [ -x /usr/bin/chromium ]; then
+  echo "setup-deps: chromium present"
+else
+  echo "setup-deps: installing chromium (Debian package) for the browser interop test"
+  if ! { apt_update && "${SUDO[@]}" env DEBIAN_FRONTEND=noninteractive \
+      apt-get install -y -q chromium; } || [ ! -x /usr/bin/chromium ]; then
+    echo "setup-deps: WARNING: chromium could not be installed; tests/browser.rs will not run" >&2
+  fi
 fi
 
 if ! command -v cargo >/dev/null 2>&1; then
@@ -94,6 +121,25 @@ else
     bittorrent-tracker@11
 fi
 
+# The browser test's npm packages, exactly as pinned in tests/browser/package.json
+# (no lock file: the pins are exact). --ignore-scripts: nothing here needs an
+# install script, and node-datachannel (pulled in by bittorrent-tracker, unused
+# in the browser bundle) fails to build. Reinstalled when package.json changes.
+BROWSER="$ROOT/.tools/browser"
+browser_ok=1
+cmp -s "$ROOT/tests/browser/package.json" "$BROWSER/package.json" || browser_ok=0
+for pkg in hls.js p2p-media-loader-core p2p-media-loader-hlsjs playwright-core ws; do
+  [ -f "$BROWSER/node_modules/$pkg/package.json" ] || browser_ok=0
+done
+if [ "$browser_ok" -eq 1 ]; then
+  echo "setup-deps: browser test packages present"
+else
+  echo "setup-deps: installing the browser test packages into $BROWSER"
+  mkdir -p "$BROWSER"
+  cp "$ROOT/tests/browser/package.json" "$BROWSER/package.json"
+  npm install --prefix "$BROWSER" --ignore-scripts --no-audit --no-fund
+fi
+
 if [ -x "$ROOT/.tools/bin/aquatic_ws" ]; then
   echo "setup-deps: aquatic_ws present"
 else
@@ -104,3 +150,4 @@ else
   "${LOCKED[@]}" cargo install --locked --no-default-features \
     --root "$ROOT/.tools" aquatic_ws@0.9.0
 fi
+
