@@ -609,3 +609,153 @@ fn select_streams_switches_the_audio_language() {
 fn select_streams_upstream_from_the_pad_switches_the_audio_language() {
     switch_language(SendTo::Pad);
 }
+
+/// Every event of one seqnum a sink's pad saw: flush-stops and segments.
+#[derive(Debug, Default, Clone)]
+struct SeekTrace {
+    flush_stops: Vec<gst::Seqnum>,
+    segments: Vec<(gst::Seqnum, gst::Segment)>,
+}
+
+/// A seek sent up one pad only (as playbin3 sends it, up one sink's path) moves every pad:
+/// each flushes and restarts with the seek's seqnum, the same seek arriving again on the
+/// other pad is done once, the segments follow the target, and position and duration
+/// queries agree on every pad.
+#[test]
+fn a_seek_up_one_pad_moves_every_pad_once_with_its_seqnum() {
+    let env = Env::new();
+    let stream = ffmpeg_dash(env.dir.path(), "dash", Mode::Number, 8);
+    let run = MeshRun::new(&env.origin.url_of(&stream.mpd));
+    let _ = run.pause();
+    assert!(
+        run.wait_until(VOD_TIMEOUT, |s| {
+            ["video_00", "audio_00"]
+                .iter()
+                .all(|p| s.pads.get(*p).is_some_and(|o| !o.data.is_empty()))
+                || !s.errors.is_empty()
+        }),
+        "no data on both pads"
+    );
+    assert!(run.snapshot().errors.is_empty());
+    let _ = run.pipeline.state(gst::ClockTime::from_seconds(5));
+
+    let sink_pad = |pad: &str| {
+        run.pipeline
+            .by_name(&format!("sink_{pad}"))
+            .and_then(|s| s.static_pad("sink"))
+            .expect("sink pad")
+    };
+    let traces: Arc<Mutex<std::collections::BTreeMap<String, SeekTrace>>> = Arc::default();
+    for pad in ["video_00", "audio_00"] {
+        let traces = traces.clone();
+        let key = pad.to_string();
+        sink_pad(pad).add_probe(
+            gst::PadProbeType::EVENT_DOWNSTREAM | gst::PadProbeType::EVENT_FLUSH,
+            move |_, info| {
+                if let Some(gst::PadProbeData::Event(ev)) = &info.data {
+                    let mut traces = traces.lock().unwrap_or_else(|e| e.into_inner());
+                    let t = traces.entry(key.clone()).or_default();
+                    match ev.view() {
+                        gst::EventView::FlushStop(_) => t.flush_stops.push(ev.seqnum()),
+                        gst::EventView::Segment(s) => {
+                            t.segments.push((ev.seqnum(), s.segment().clone()))
+                        }
+                        _ => {}
+                    }
+                }
+                gst::PadProbeReturn::Ok
+            },
+        );
+    }
+
+    // Queries agree on every pad.
+    let pads: Vec<gst::Pad> = run.src.src_pads();
+    assert_eq!(pads.len(), 2);
+    let durations: Vec<Option<gst::ClockTime>> = pads
+        .iter()
+        .map(|p| p.query_duration::<gst::ClockTime>())
+        .collect();
+    assert!(durations[0].is_some(), "no duration");
+    assert_eq!(durations[0], durations[1], "durations differ across pads");
+    let positions: Vec<Option<gst::ClockTime>> = pads
+        .iter()
+        .map(|p| p.query_position::<gst::ClockTime>())
+        .collect();
+    assert!(positions[0].is_some(), "no position");
+    assert_eq!(positions[0], positions[1], "positions differ across pads");
+
+    // One seek, up the video pad only.
+    let target = gst::ClockTime::from_seconds(5);
+    let seek = gst::event::Seek::new(
+        1.0,
+        gst::SeekFlags::FLUSH | gst::SeekFlags::KEY_UNIT,
+        gst::SeekType::Set,
+        target,
+        gst::SeekType::None,
+        gst::ClockTime::NONE,
+    );
+    let seqnum = seek.seqnum();
+    assert!(
+        sink_pad("video_00").push_event(seek.clone()),
+        "seek refused"
+    );
+    // The same seek up the other pad, as decodebin3 may send it: done already.
+    assert!(
+        sink_pad("audio_00").push_event(seek),
+        "repeated seek refused"
+    );
+    let _ = run.play();
+    assert_eq!(
+        run.wait_done(VOD_TIMEOUT),
+        common::Done::Eos,
+        "{}",
+        run.snapshot().errors_text()
+    );
+    let traces = traces.lock().unwrap_or_else(|e| e.into_inner()).clone();
+    for pad in ["video_00", "audio_00"] {
+        let t = &traces[pad];
+        assert_eq!(t.flush_stops, [seqnum], "{pad}: flushes {t:?}");
+        assert!(!t.segments.is_empty(), "{pad}: no segment after the seek");
+        for (s, segment) in &t.segments {
+            assert_eq!(*s, seqnum, "{pad}: a segment with another seqnum: {t:?}");
+            // Key unit: the video segment start at or before 5 s (a 2 s segment), in stream
+            // time, and so the audio.
+            let segment = segment
+                .downcast_ref::<gst::ClockTime>()
+                .expect("time segment");
+            assert_eq!(
+                segment.time(),
+                Some(gst::ClockTime::from_seconds(4)),
+                "{pad}: {segment:?}"
+            );
+        }
+    }
+    // Both pads carry their init, then every segment from the one holding 4 s: the video's
+    // third; the audio's segments do not end on the same frames, so its second or third.
+    // (ffmpeg writes one more, tiny, audio file that the MPD's duration leaves out.)
+    let s = run.snapshot();
+    let addressed = stream.video.parts.len() - 1;
+    let from = |expected: &dash_common::Expected, first: usize| {
+        let mut want = expected.parts[0].clone();
+        want.extend(expected.parts[1 + first..1 + addressed].concat());
+        want
+    };
+    let video = s.pads["video_00"].data_since_last_flush();
+    assert_bytes_eq(
+        "video_00 after the seek",
+        video,
+        &from(&stream.video, 2),
+        None,
+    );
+    let audio = s.pads["audio_00"].data_since_last_flush();
+    let starts: Vec<usize> = (0..addressed)
+        .filter(|first| audio == from(&stream.audio, *first).as_slice())
+        .collect();
+    assert!(
+        starts == [1] || starts == [2],
+        "audio_00 after the seek ({} bytes) is not its init and its segments from the one \
+         holding 4 s (matches from segments {starts:?}; part sizes {:?})",
+        audio.len(),
+        stream.audio.sizes()
+    );
+}
