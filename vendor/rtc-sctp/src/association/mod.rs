@@ -66,6 +66,9 @@ pub(crate) mod timer;
 #[cfg(test)]
 mod association_test;
 
+/// gst-mesh patch: the least inbound message size limit (RFC 8841's default).
+const INBOUND_MESSAGE_LIMIT_FLOOR: usize = 64 * 1024;
+
 /// Reasons why an association might be lost
 #[derive(Debug, Error, Clone, PartialEq)]
 #[non_exhaustive]
@@ -1329,6 +1332,9 @@ impl Association {
         let can_push = self.payload_queue.can_push(d, self.peer_last_tsn);
         let mut stream_handle_data = false;
         if can_push {
+            // gst-mesh patch: refuse an inbound message as soon as it outgrows what this
+            // endpoint accepts, rather than reassembling it whole first (see PATCHED.md).
+            self.check_inbound_bounds(d)?;
             if self.get_or_create_stream(d.stream_identifier).is_some() {
                 if self.get_my_receiver_window_credit() > 0 {
                     // Pass the new chunk to stream level as soon as it arrives
@@ -2227,6 +2233,43 @@ impl Association {
         self.streams
             .values()
             .any(|s| s.reassembly_queue.is_readable())
+    }
+
+    /// The largest inbound message accepted: the negotiated `max_message_size`, but never less
+    /// than RFC 8841's 64 KiB default, which is what this endpoint advertises at the least.
+    fn inbound_message_limit(&self) -> usize {
+        (self.max_message_size as usize).max(INBOUND_MESSAGE_LIMIT_FLOOR)
+    }
+
+    /// gst-mesh patch. Fails (which closes the association) when `d` would take the message it
+    /// belongs to past [`Self::inbound_message_limit`], or the bytes queued for reassembly over
+    /// all streams past the receive buffer plus two messages. A sender that respects the
+    /// advertised window and `max-message-size` never reaches either bound; the escape for a
+    /// full buffer in `handle_data` would otherwise let one endless message grow without limit.
+    fn check_inbound_bounds(&self, d: &ChunkPayloadData) -> Result<()> {
+        let limit = self.inbound_message_limit();
+        let chunk = d.user_data.len();
+        let message = self
+            .streams
+            .get(&d.stream_identifier)
+            .map_or(0, |s| s.reassembly_queue.incomplete_bytes_for(d));
+        if message + chunk > limit {
+            return Err(Error::OtherSctpErr(format!(
+                "inbound message of more than {limit} bytes refused"
+            )));
+        }
+        let queued: usize = self
+            .streams
+            .values()
+            .map(|s| s.get_num_bytes_in_reassembly_queue())
+            .sum();
+        let ceiling = self.max_receive_buffer_size as usize + 2 * limit;
+        if queued + chunk > ceiling {
+            return Err(Error::OtherSctpErr(format!(
+                "more than {ceiling} inbound bytes queued for reassembly"
+            )));
+        }
+        Ok(())
     }
 
     pub(crate) fn get_my_receiver_window_credit(&self) -> u32 {

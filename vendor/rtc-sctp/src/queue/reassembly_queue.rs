@@ -459,6 +459,20 @@ impl ReassemblyQueue {
         }
     }
 
+    /// gst-mesh patch: the bytes already queued of the message `chunk` belongs to. Ordered: the
+    /// chunk set of its SSN. Unordered fragments carry no message number, so all of them count.
+    pub(crate) fn incomplete_bytes_for(&self, chunk: &ChunkPayloadData) -> usize {
+        if chunk.unordered {
+            return self.unordered_chunks.iter().map(|c| c.user_data.len()).sum();
+        }
+        let ssn = chunk.stream_sequence_number;
+        let idx = self.ordered.partition_point(|s| sna16lt(s.ssn, ssn));
+        match self.ordered.get(idx) {
+            Some(set) if set.ssn == ssn => set.len(),
+            _ => 0,
+        }
+    }
+
     pub(crate) fn get_num_bytes(&self) -> usize {
         self.n_bytes
     }
