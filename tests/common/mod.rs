@@ -3,9 +3,11 @@
 #![allow(dead_code)]
 
 pub mod fixtures;
+pub mod hostile;
 pub mod origin;
 pub mod pipeline;
 pub mod trackers;
+pub mod viewer;
 
 use std::sync::Once;
 use std::time::Duration;
