@@ -5,6 +5,8 @@
 use super::*;
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 /// The live playlist the mesh tests serve.
@@ -36,10 +38,63 @@ pub struct Viewer {
     pub child: Child,
     pub out: PathBuf,
     pub messages: PathBuf,
-    /// The largest VmHWM (peak RSS) seen while waiting, in kB.
-    peak_rss_kb: u64,
-    /// CPU time (user + system) last seen, in clock ticks.
-    cpu_ticks: u64,
+    /// The process's peak RSS and CPU time, sampled every 100 ms while it runs.
+    usage: Arc<Usage>,
+}
+
+/// What the sampler saw of a process.
+#[derive(Debug, Default)]
+pub struct Usage {
+    /// The largest VmHWM (peak RSS), in kB.
+    peak_rss_kb: AtomicU64,
+    /// CPU time (user + system), in clock ticks.
+    cpu_ticks: AtomicU64,
+}
+
+impl Usage {
+    /// Reads `/proc/<pid>`; false once the process has exited (or is a zombie).
+    fn sample(&self, pid: u32) -> bool {
+        let Ok(status) = std::fs::read_to_string(format!("/proc/{pid}/status")) else {
+            return false;
+        };
+        if status
+            .lines()
+            .any(|l| l.starts_with("State:") && l.contains('Z'))
+        {
+            return false;
+        }
+        if let Some(kb) = status
+            .lines()
+            .find_map(|l| l.strip_prefix("VmHWM:"))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+        {
+            self.peak_rss_kb.fetch_max(kb, Ordering::Relaxed);
+        }
+        if let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat"))
+            && let Some((_, rest)) = stat.rsplit_once(')')
+        {
+            let fields: Vec<&str> = rest.split_whitespace().collect();
+            // utime and stime, fields 14 and 15 of stat: 12 and 13 after the name.
+            if let (Some(u), Some(s)) = (fields.get(11), fields.get(12))
+                && let (Ok(u), Ok(s)) = (u.parse::<u64>(), s.parse::<u64>())
+            {
+                self.cpu_ticks.fetch_max(u + s, Ordering::Relaxed);
+            }
+        }
+        true
+    }
+
+    /// Samples `pid` every 100 ms until it exits.
+    fn watch(pid: u32) -> Arc<Usage> {
+        let usage = Arc::new(Usage::default());
+        let watched = usage.clone();
+        std::thread::spawn(move || {
+            while watched.sample(pid) {
+                std::thread::sleep(Duration::from_millis(100));
+            }
+        });
+        usage
+    }
 }
 
 impl Viewer {
@@ -71,56 +126,31 @@ impl Viewer {
             .stderr(Stdio::from(log))
             .spawn()
             .expect("start gst-launch-1.0");
+        let usage = Usage::watch(child.id());
         Viewer {
             name: name.into(),
             child,
             out,
             messages,
-            peak_rss_kb: 0,
-            cpu_ticks: 0,
-        }
-    }
-
-    /// Samples the process's peak RSS and CPU time (while it runs).
-    pub fn sample(&mut self) {
-        let pid = self.child.id();
-        if let Ok(status) = std::fs::read_to_string(format!("/proc/{pid}/status"))
-            && let Some(kb) = status
-                .lines()
-                .find_map(|l| l.strip_prefix("VmHWM:"))
-                .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
-        {
-            self.peak_rss_kb = self.peak_rss_kb.max(kb);
-        }
-        if let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat"))
-            && let Some(rest) = stat.rsplit_once(')').map(|(_, r)| r)
-        {
-            let fields: Vec<&str> = rest.split_whitespace().collect();
-            // utime and stime are fields 14 and 15 of stat; 12 and 13 after the name.
-            if let (Some(u), Some(s)) = (fields.get(11), fields.get(12))
-                && let (Ok(u), Ok(s)) = (u.parse::<u64>(), s.parse::<u64>())
-            {
-                self.cpu_ticks = self.cpu_ticks.max(u + s);
-            }
+            usage,
         }
     }
 
     /// The peak RSS seen, in bytes.
     pub fn peak_rss(&self) -> u64 {
-        self.peak_rss_kb * 1024
+        self.usage.peak_rss_kb.load(Ordering::Relaxed) * 1024
     }
 
     /// The CPU time seen.
     pub fn cpu_time(&self) -> Duration {
         // USER_HZ is 100 on Linux.
-        Duration::from_millis(self.cpu_ticks * 10)
+        Duration::from_millis(self.usage.cpu_ticks.load(Ordering::Relaxed) * 10)
     }
 
     /// Waits for the pipeline to end by itself (EOS after ENDLIST).
     pub fn wait(&mut self, timeout: Duration) {
         let started = Instant::now();
         while started.elapsed() < timeout {
-            self.sample();
             if let Some(status) = self.child.try_wait().unwrap() {
                 assert!(
                     status.success(),
