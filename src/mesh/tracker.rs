@@ -1273,7 +1273,7 @@ mod tests {
                         now = at;
                     }
                     TrackerOutput::Warning { kind, text } => {
-                        assert_eq!(*kind, WarningKind::Outage);
+                        assert_eq!(kind, WarningKind::Outage);
                         assert!(text.starts_with("tracker unreachable (connection refused)"));
                         warnings += 1;
                     }
