@@ -149,7 +149,7 @@ proptest! {
 #[test]
 fn the_seeds_are_valid_inputs() {
     use gstmesh::mesh::protocol;
-    assert!(protocol::decode_body(&WIRE_SEEDS[3][..]).is_ok());
+    assert!(protocol::decode_body(WIRE_SEEDS[3]).is_ok());
     for seed in TRACKER_SEEDS {
         assert!(gstmesh::mesh::tracker::parse_message(std::str::from_utf8(seed).unwrap()).is_ok());
     }
