@@ -96,7 +96,8 @@ impl TrackerProcess {
             TrackerKind::Bundled => {
                 // Set for integration tests only; the examples that share this module use other trackers.
                 let binary = option_env!("CARGO_BIN_EXE_mesh-tracker")
-                    .expect("mesh-tracker is built for the integration tests");
+                    .map(PathBuf::from)
+                    .unwrap_or_else(|| root.join("target/release/mesh-tracker"));
                 let mut c = Command::new(binary);
                 c.args(["--listen", "127.0.0.1:0"]);
                 (c, None)
