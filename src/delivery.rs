@@ -5,15 +5,27 @@
 //! The hub task owns the scheduler, the HTTP transfers, the peer links (their downloads and
 //! uploads), the segment cache and the statistics. Tracker signalling runs in its own tasks
 //! ([`crate::mesh::signalling`]) and hands the hub each data channel once it is open. The hub
-//! never waits on a peer: each link has a writer task with bounded queues.
+//! never waits on a peer: each link has a reader and a writer task with bounded queues.
+//!
+//! Hostile peers are held to bounds where their input enters: the reader reads at most
+//! [`LINK_COMMANDS_PER_SECOND`] commands and [`LINK_COMMAND_BYTES_PER_SECOND`] command bytes
+//! a second (beyond that the channel is not read, which closes the SCTP window), and passes on
+//! at most [`LINK_ANNOUNCEMENTS_PER_SECOND`] announcements (the latest one wins). Answers to
+//! our requests are checked by [`inbound::Inbound`]; uploads take turns with a send deadline
+//! ([`uploads::UploadTurns`]). Protocol breaches are offences: the link closes, and the second
+//! offence of a peer id or address bans it ([`crate::mesh::guard::Bans`]). Data that fails its
+//! hash, or a size claim the origin contradicts, bans at once.
+
+mod inbound;
+mod uploads;
 
 use crate::error::MeshError;
 use crate::fetch::{Fetched, HttpConfig, build_client, http_get};
-use crate::mesh::SegmentId;
 use crate::mesh::cache::SegmentCache;
+use crate::mesh::guard::{Bans, OffenceOutcome, TokenBucket, WarningLimiter};
 use crate::mesh::integrity;
 use crate::mesh::protocol::{self, Command, Incoming};
-use crate::mesh::signalling::{HubEvent, Signalling, SignallingConfig};
+use crate::mesh::signalling::{HubEvent, PeerSlot, Signalling, SignallingConfig};
 use crate::mesh::swarm::{InfoHash, PeerId};
 use crate::mesh::transport::{ChannelEvent, ChannelSender, PeerChannel};
 use crate::scheduler::{
@@ -21,19 +33,40 @@ use crate::scheduler::{
     Share,
 };
 use bytes::{Bytes, BytesMut};
-use std::collections::{BTreeSet, HashMap, HashSet};
+use inbound::{Asked, Inbound, Verdict};
+use std::collections::{BTreeSet, HashMap, VecDeque};
+use std::net::IpAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
-use tokio::sync::{Semaphore, mpsc, oneshot};
+use tokio::sync::{mpsc, oneshot, watch};
 use tokio::task::{AbortHandle, JoinSet};
+use uploads::{Upload, UploadAction, UploadTurns};
 
-/// A segment bigger than this from a peer is refused (the protocol would allow any size).
-const MAX_PEER_SEGMENT_BYTES: u64 = 64 * 1024 * 1024;
+/// A segment from a peer may claim at most this size when the origin does not give it (a
+/// byte range): twice the default `cache-size`, beyond which a default viewer stores nothing
+/// to serve.
+pub const MAX_PEER_SEGMENT_BYTES: u64 = 16 * 1024 * 1024;
 /// Commands queued to one peer before it counts as unresponsive.
-const LINK_CONTROL_QUEUE: usize = 64;
-/// Uploads queued to one peer; more requests get "absent".
-const LINK_UPLOAD_QUEUE: usize = 8;
+pub const LINK_CONTROL_QUEUE: usize = 64;
+/// Commands read from one link per second, on average (bursts of twice that).
+pub const LINK_COMMANDS_PER_SECOND: f64 = 100.0;
+/// Bytes of commands read from one link per second, on average (bursts of twice that).
+pub const LINK_COMMAND_BYTES_PER_SECOND: f64 = 256.0 * 1024.0;
+/// Announcements passed on to the scheduler per link per second; the rest wait, and only the
+/// latest is kept.
+pub const LINK_ANNOUNCEMENTS_PER_SECOND: f64 = 5.0;
+/// Segment ids in one announcement list at most; a longer list is an offence.
+pub const MAX_ANNOUNCED_IDS: usize = 4096;
+/// How long the link holding the upload turn may go without handing a data message to the
+/// transport before it is cut (plus what the upload rate cap makes it wait).
+pub const UPLOAD_SEND_DEADLINE: Duration = Duration::from_secs(3);
+/// Size claims remembered per request, to check against the size the origin gives.
+const MAX_CLAIMS: usize = 16;
+/// Bus warnings of one kind at most once per this window; the count of the others follows.
+pub const WARNING_WINDOW: Duration = Duration::from_secs(10);
+/// How often a writer looks at what its peer has acknowledged while it waits.
+const ACK_POLL: Duration = Duration::from_millis(200);
 /// Upload data messages: small enough for a smooth rate cap and steady progress reports.
 const UPLOAD_CHUNK: usize = 16 * 1024;
 /// How long after start segments with time to spare wait for peers still being found.
@@ -143,10 +176,18 @@ impl Delivery {
         let (cancels, cancel_rx) = mpsc::unbounded_channel();
         let started = Instant::now();
         let (hub_tx, hub_rx) = mpsc::channel(256);
+        let bans = Arc::new(Bans::new());
         let signalling = mesh.as_ref().and_then(|m| {
             (!m.signalling.trackers.is_empty())
-                .then(|| Signalling::spawn(m.signalling.clone(), hub_tx.clone()))
+                .then(|| Signalling::spawn(m.signalling.clone(), hub_tx.clone(), bans.clone()))
         });
+        let upload_limit = mesh.as_ref().map_or(0, |m| m.max_upload_rate);
+        // A chunk the rate cap holds back does not count against the deadline.
+        let rate_wait = if upload_limit > 0 {
+            Duration::from_secs_f64(2.0 * UPLOAD_CHUNK as f64 / upload_limit as f64)
+        } else {
+            Duration::ZERO
+        };
         let mut scheduler = scheduler;
         if signalling.is_some() {
             scheduler.discovery_grace = DISCOVERY_GRACE;
@@ -163,17 +204,15 @@ impl Delivery {
             http_aborts: HashMap::new(),
             links: HashMap::new(),
             next_link: 1,
-            banned: HashSet::new(),
+            bans,
+            uploads: UploadTurns::new(UPLOAD_SEND_DEADLINE + rate_wait),
+            warning_limiter: WarningLimiter::new(WARNING_WINDOW),
             cache: Arc::new(Mutex::new(SegmentCache::new(
                 mesh.as_ref().map_or(0, |m| m.cache_size),
             ))),
             loading: BTreeSet::new(),
             joined: Vec::new(),
-            upload_limiter: mesh
-                .as_ref()
-                .filter(|m| m.max_upload_rate > 0)
-                .map(|m| Arc::new(RateLimiter::new(m.max_upload_rate))),
-            upload_turn: Arc::new(Semaphore::new(1)),
+            upload_limiter: (upload_limit > 0).then(|| Arc::new(RateLimiter::new(upload_limit))),
             upload: mesh.as_ref().is_some_and(|m| m.upload),
             signalling,
             hub_tx,
@@ -220,6 +259,15 @@ impl Delivery {
     }
 }
 
+/// A size a peer claimed for a request's segment (what it held before, plus the `segment data`
+/// size), to check against the size the origin turns out to give.
+#[derive(Debug, Clone)]
+struct Claim {
+    peer: PeerId,
+    address: Option<IpAddr>,
+    total: u64,
+}
+
 /// A request the hub is serving.
 struct Pending {
     request: SegmentRequest,
@@ -234,6 +282,8 @@ struct Pending {
     from_cdn: bool,
     /// The link serving it now, if a peer does.
     peer: Option<PeerRef>,
+    /// Size claims of the peers that served it, oldest first, at most [`MAX_CLAIMS`].
+    claims: VecDeque<Claim>,
     /// Time spent in transfers, for throughput estimates (waiting does not count).
     active: Duration,
     transfer_started: Option<Instant>,
@@ -250,33 +300,32 @@ impl Pending {
             self.active += t.elapsed();
         }
     }
-}
 
-/// The response a link is receiving: data messages carry no request id, they belong to the
-/// last `SegmentData` command.
-struct Receiving {
-    request: RequestId,
-    expected: u64,
-    got: u64,
-    /// We cancelled it: drop what still comes.
-    discard: bool,
+    /// The segment's size when the origin gives it (a byte range).
+    fn known_size(&self) -> Option<u64> {
+        self.request.resource.range.map(|r| r.length)
+    }
+
+    fn drop_peer_bytes(&mut self) {
+        self.data.clear();
+        self.from_peers = false;
+        self.peer_bytes = 0;
+    }
 }
 
 struct Link {
     swarm: InfoHash,
     remote: PeerId,
+    /// Where its packets come from.
+    address: Option<IpAddr>,
     control: mpsc::Sender<Command>,
-    uploads: mpsc::Sender<Upload>,
-    cancelled: Arc<Mutex<HashSet<protocol::RequestId>>>,
+    /// The upload the writer is to send now, if any.
+    orders: watch::Sender<Option<Upload>>,
     sender: ChannelSender,
-    receiving: Option<Receiving>,
+    inbound: Inbound,
     tasks: Vec<AbortHandle>,
-}
-
-struct Upload {
-    segment: SegmentId,
-    request_id: protocol::RequestId,
-    data: Bytes,
+    /// Its share of the peer budget, given back when the link is dropped.
+    _slot: PeerSlot,
 }
 
 type HttpResult = (RequestId, u64, Result<Fetched, MeshError>);
@@ -293,16 +342,15 @@ struct Hub {
     http_aborts: HashMap<RequestId, AbortHandle>,
     links: HashMap<PeerRef, Link>,
     next_link: PeerRef,
-    banned: HashSet<PeerId>,
+    bans: Arc<Bans>,
+    uploads: UploadTurns,
+    warning_limiter: WarningLimiter,
     cache: Arc<Mutex<SegmentCache>>,
     /// Shareable segments being fetched from the CDN: announced as loading.
-    loading: BTreeSet<(InfoHash, SegmentId)>,
+    loading: BTreeSet<(InfoHash, crate::mesh::SegmentId)>,
     /// Swarms joined, least recently used first.
     joined: Vec<InfoHash>,
     upload_limiter: Option<Arc<RateLimiter>>,
-    /// One upload at a time over every link: the first requester gets the segment at the
-    /// full uplink rate and can pass it on, instead of all of them getting it late together.
-    upload_turn: Arc<Semaphore>,
     upload: bool,
     signalling: Option<Signalling>,
     hub_tx: mpsc::Sender<HubEvent>,
@@ -320,9 +368,11 @@ impl Hub {
         mut events: mpsc::Receiver<HubEvent>,
     ) {
         loop {
-            let wake = self
-                .scheduler
-                .next_wakeup(self.now())
+            let now = self.now();
+            let wake = [self.scheduler.next_wakeup(now), self.uploads.next_wakeup()]
+                .into_iter()
+                .flatten()
+                .min()
                 .map(|t| tokio::time::Instant::from_std(self.started + t));
             let actions = tokio::select! {
                 job = jobs.recv() => match job {
@@ -342,7 +392,11 @@ impl Hub {
                 }
                 Some(event) = events.recv() => self.on_event(event),
                 _ = tokio::time::sleep_until(wake.unwrap_or_else(tokio::time::Instant::now)), if wake.is_some() => {
-                    self.scheduler.poll(self.now())
+                    let now = self.now();
+                    let cuts = self.uploads.poll(now);
+                    let mut actions = self.apply_uploads(cuts);
+                    actions.extend(self.scheduler.poll(now));
+                    actions
                 }
             };
             self.apply(actions);
@@ -369,6 +423,7 @@ impl Hub {
                 peer_bytes: 0,
                 from_cdn: false,
                 peer: None,
+                claims: VecDeque::new(),
                 active: Duration::ZERO,
                 transfer_started: None,
                 final_url: None,
@@ -447,7 +502,7 @@ impl Hub {
             }
             Action::StartPeer { id, peer, from } => {
                 let (Some(pending), Some(link)) =
-                    (self.requests.get_mut(&id), self.links.get(&peer))
+                    (self.requests.get_mut(&id), self.links.get_mut(&peer))
                 else {
                     return self.scheduler.handle(
                         self.now(),
@@ -463,6 +518,12 @@ impl Hub {
                 pending.data.truncate(from as usize);
                 pending.peer = Some(peer);
                 pending.begin_transfer();
+                let exact_size = pending.known_size().map(|len| len.saturating_sub(from));
+                link.inbound.ask(Asked {
+                    request: id,
+                    exact_size,
+                    max_size: MAX_PEER_SEGMENT_BYTES.saturating_sub(from),
+                });
                 let command = Command::SegmentRequest {
                     id: segment,
                     request_id: id as protocol::RequestId,
@@ -478,11 +539,7 @@ impl Hub {
                     pending.end_transfer();
                 }
                 if let Some(link) = self.links.get_mut(&peer) {
-                    if let Some(r) = &mut link.receiving
-                        && r.request == id
-                    {
-                        r.discard = true;
-                    }
+                    link.inbound.cancel(id);
                     let segment = self
                         .requests
                         .get(&id)
@@ -495,10 +552,11 @@ impl Hub {
                 }
             }
             Action::BanPeer { peer } => {
-                if let Some(link) = self.links.get(&peer) {
-                    self.banned.insert(link.remote.clone());
-                    MeshStats::add(&self.stats.peers_banned, 1);
-                }
+                let Some(link) = self.links.get(&peer) else {
+                    return Vec::new();
+                };
+                let (remote, address) = (link.remote.clone(), link.address);
+                self.ban(&remote, address);
                 return self.drop_link(peer, "sent data that failed verification");
             }
             Action::Deliver { id } => {
@@ -534,6 +592,7 @@ impl Hub {
             );
         };
         pending.end_transfer();
+        let mut liars = Vec::new();
         let result = match result {
             Ok(fetched) => {
                 MeshStats::add(&self.stats.bytes_cdn, fetched.bytes.len() as u64);
@@ -541,6 +600,9 @@ impl Hub {
                 pending.data.extend_from_slice(&fetched.bytes);
                 pending.from_cdn |= !fetched.bytes.is_empty();
                 pending.final_url = Some(fetched.final_url);
+                // The origin has said how long the segment is: every other claim was a lie.
+                let size = pending.data.len() as u64;
+                liars.extend(pending.claims.drain(..).filter(|c| c.total != size));
                 let expected = pending.request.share.as_ref().and_then(|s| s.hash);
                 if pending.from_peers
                     && let Some(hash) = expected
@@ -548,15 +610,23 @@ impl Hub {
                 {
                     // Peer bytes completed over HTTP do not match: drop them all.
                     MeshStats::add(&self.stats.segments_rejected, 1);
-                    pending.data.clear();
-                    pending.from_peers = false;
-                    pending.peer_bytes = 0;
+                    pending.drop_peer_bytes();
+                    self.ban_claimants(liars);
                     return self.scheduler.handle(now, Input::IntegrityFailed { id });
                 }
                 Ok(())
             }
-            Err(e) => Err(e),
+            Err(e) => {
+                if from > 0 && e.http_status() == Some(416) {
+                    // Nothing at or past `from`: the segment is shorter than every claim that
+                    // reached past it.
+                    liars.extend(pending.claims.drain(..).filter(|c| c.total > from));
+                    pending.drop_peer_bytes();
+                }
+                Err(e)
+            }
         };
+        self.ban_claimants(liars);
         self.scheduler
             .handle(now, Input::HttpFinished { id, result })
     }
@@ -644,45 +714,75 @@ impl Hub {
     }
 
     fn on_event(&mut self, event: HubEvent) -> Vec<Action> {
+        let now = self.now();
         match event {
             HubEvent::LinkUp {
                 swarm,
                 remote,
                 channel,
-            } => self.link_up(swarm, remote, channel),
+                slot,
+            } => self.link_up(swarm, remote, channel, slot),
             HubEvent::Message { link, message } => self.on_message(link, message),
+            HubEvent::Malformed { link, .. } => self.offence(link, "malformed message"),
             HubEvent::LinkDown { link, .. } => self.drop_link(link, ""),
-            HubEvent::Warning(error) => {
-                let _ = self.warnings.try_send(error);
+            HubEvent::UploadProgress { link, request_id } => {
+                self.uploads.progress(now, link, request_id);
+                Vec::new()
+            }
+            HubEvent::UploadDone { link, request_id } => {
+                let next = self.uploads.done(now, link, request_id);
+                self.apply_uploads(next)
+            }
+            HubEvent::Uploaded { bytes, .. } => {
+                MeshStats::add(&self.stats.bytes_uploaded, bytes);
+                Vec::new()
+            }
+            HubEvent::Warning { kind, error } => {
+                if let Some(held_back) = self.warning_limiter.admit(now, &kind) {
+                    let _ = self.warnings.try_send(with_held_back(error, held_back));
+                }
                 Vec::new()
             }
             HubEvent::SwarmSize { swarm, peers } => self
                 .scheduler
-                .handle(self.now(), Input::SwarmSize { swarm, peers }),
+                .handle(now, Input::SwarmSize { swarm, peers }),
         }
     }
 
-    fn link_up(&mut self, swarm: InfoHash, remote: PeerId, channel: PeerChannel) -> Vec<Action> {
-        let PeerChannel { sender, events } = channel;
-        if self.banned.contains(&remote) || !self.joined.contains(&swarm) {
+    fn link_up(
+        &mut self,
+        swarm: InfoHash,
+        remote: PeerId,
+        channel: PeerChannel,
+        slot: PeerSlot,
+    ) -> Vec<Action> {
+        let PeerChannel {
+            sender,
+            events,
+            remote_addr,
+        } = channel;
+        let refused = self.bans.refuses(&remote, remote_addr.as_slice());
+        if refused || !self.joined.contains(&swarm) {
+            if refused && !self.bans.is_peer_banned(&remote) {
+                // A new peer id from a banned address: the same peer.
+                self.ban(&remote, remote_addr);
+            }
+            // The slot goes back as the refused link is dropped.
+            drop(slot);
             tokio::spawn(async move { sender.close().await });
             return Vec::new();
         }
         let peer = self.next_link;
         self.next_link += 1;
         let (control_tx, control_rx) = mpsc::channel(LINK_CONTROL_QUEUE);
-        let (upload_tx, upload_rx) = mpsc::channel(LINK_UPLOAD_QUEUE);
-        let cancelled = Arc::new(Mutex::new(HashSet::new()));
-        let reader = tokio::spawn(read_link(peer, events, self.hub_tx.clone()));
+        let (orders_tx, orders_rx) = watch::channel(None);
+        let reader = tokio::spawn(read_link(peer, events, self.hub_tx.clone(), self.started));
         let writer = tokio::spawn(write_link(
             peer,
             sender.clone(),
             control_rx,
-            upload_rx,
-            cancelled.clone(),
+            orders_rx,
             self.upload_limiter.clone(),
-            self.upload_turn.clone(),
-            self.stats.clone(),
             self.hub_tx.clone(),
         ));
         let _ = control_tx.try_send(self.announcement(&swarm));
@@ -691,20 +791,18 @@ impl Hub {
             Link {
                 swarm: swarm.clone(),
                 remote,
+                address: remote_addr,
                 control: control_tx,
-                uploads: upload_tx,
-                cancelled,
+                orders: orders_tx,
                 sender,
-                receiving: None,
+                inbound: Inbound::default(),
                 tasks: vec![reader.abort_handle(), writer.abort_handle()],
+                _slot: slot,
             },
         );
         self.stats
             .peers
             .store(self.links.len() as u64, Ordering::Relaxed);
-        if let Some(s) = &self.signalling {
-            s.set_links(self.links.len());
-        }
         self.scheduler
             .handle(self.now(), Input::PeerConnected { peer, swarm })
     }
@@ -717,17 +815,90 @@ impl Hub {
         self.stats
             .peers
             .store(self.links.len() as u64, Ordering::Relaxed);
-        if let Some(s) = &self.signalling {
-            s.set_links(self.links.len());
-        }
         for pending in self.requests.values_mut() {
             if pending.peer == Some(peer) {
                 pending.peer = None;
                 pending.end_transfer();
             }
         }
-        self.scheduler
-            .handle(self.now(), Input::PeerDisconnected { peer })
+        let next = self.uploads.link_gone(self.now(), peer);
+        let mut actions = self.apply_uploads(next);
+        actions.extend(
+            self.scheduler
+                .handle(self.now(), Input::PeerDisconnected { peer }),
+        );
+        actions
+    }
+
+    /// Whether links other than from `peer` come from `address`: then it is not the peer's own.
+    fn address_shared(&self, peer: &PeerId, address: Option<IpAddr>) -> bool {
+        address.is_some_and(|a| {
+            self.links
+                .values()
+                .any(|l| l.address == Some(a) && &l.remote != peer)
+        })
+    }
+
+    /// Bans `peer` (and its address, unless shared) for the session.
+    fn ban(&mut self, peer: &PeerId, address: Option<IpAddr>) {
+        let shared = self.address_shared(peer, address);
+        if self.bans.ban(peer, address, shared) {
+            MeshStats::add(&self.stats.peers_banned, 1);
+        }
+    }
+
+    /// Bans the peers whose size claims the origin contradicted, and drops their links.
+    fn ban_claimants(&mut self, liars: Vec<Claim>) {
+        for liar in liars {
+            self.ban(&liar.peer, liar.address);
+            let links: Vec<PeerRef> = self
+                .links
+                .iter()
+                .filter(|(_, l)| l.remote == liar.peer)
+                .map(|(p, _)| *p)
+                .collect();
+            for peer in links {
+                let actions = self.drop_link(peer, "claimed a false size");
+                self.apply(actions);
+            }
+        }
+    }
+
+    /// The link's peer broke the protocol: close the link, and ban the peer at its second
+    /// offence (by peer id, or by address unless shared).
+    fn offence(&mut self, peer: PeerRef, reason: &str) -> Vec<Action> {
+        let Some(link) = self.links.get(&peer) else {
+            return Vec::new();
+        };
+        let (remote, address) = (link.remote.clone(), link.address);
+        let shared = self.address_shared(&remote, address);
+        if self.bans.offence(&remote, address, shared) == OffenceOutcome::Banned {
+            MeshStats::add(&self.stats.peers_banned, 1);
+        }
+        self.drop_link(peer, reason)
+    }
+
+    /// Carries out what the upload turns decided.
+    fn apply_uploads(&mut self, actions: Vec<UploadAction>) -> Vec<Action> {
+        let mut out = Vec::new();
+        for action in actions {
+            match action {
+                UploadAction::Send { link, upload } => {
+                    if let Some(l) = self.links.get(&link) {
+                        l.orders.send_replace(Some(upload));
+                    }
+                }
+                UploadAction::Stop { link } => {
+                    if let Some(l) = self.links.get(&link) {
+                        l.orders.send_replace(None);
+                    }
+                }
+                UploadAction::Cut { link } => {
+                    out.extend(self.offence(link, "does not drain what it is sent"))
+                }
+            }
+        }
+        out
     }
 
     /// Tells the scheduler how much of request `id` is held, and its size once known.
@@ -743,6 +914,43 @@ impl Hub {
         )
     }
 
+    /// A peer asks us for a segment: it replaces what we were sending it.
+    fn on_segment_request(
+        &mut self,
+        peer: PeerRef,
+        id: crate::mesh::SegmentId,
+        request_id: protocol::RequestId,
+        byte_from: Option<u64>,
+    ) -> Vec<Action> {
+        let link = &self.links[&peer];
+        let data = if self.upload {
+            self.cache.lock().expect("cache lock").get(&link.swarm, id)
+        } else {
+            None
+        };
+        let from = byte_from.unwrap_or(0);
+        let upload = data
+            .filter(|data| from <= data.len() as u64)
+            .map(|data| Upload {
+                request_id,
+                segment: id,
+                data: data.slice(from as usize..),
+            });
+        let absent = upload.is_none();
+        let next = self.uploads.request(self.now(), peer, upload);
+        let mut actions = self.apply_uploads(next);
+        if absent
+            && let Some(link) = self.links.get(&peer)
+            && link
+                .control
+                .try_send(Command::SegmentAbsent { id, request_id })
+                .is_err()
+        {
+            actions.extend(self.drop_link(peer, "peer does not keep up"));
+        }
+        actions
+    }
+
     fn on_message(&mut self, peer: PeerRef, message: Incoming) -> Vec<Action> {
         if !self.links.contains_key(&peer) {
             return Vec::new();
@@ -750,6 +958,9 @@ impl Hub {
         let now = self.now();
         match message {
             Incoming::Command(Command::SegmentsAnnouncement { loaded, loading }) => {
+                if loaded.len() > MAX_ANNOUNCED_IDS || loading.len() > MAX_ANNOUNCED_IDS {
+                    return self.offence(peer, "announcement too long");
+                }
                 self.scheduler.handle(
                     now,
                     Input::PeerAnnounced {
@@ -763,134 +974,142 @@ impl Hub {
                 id,
                 request_id,
                 byte_from,
-            }) => {
-                let link = &self.links[&peer];
-                let data = if self.upload {
-                    self.cache.lock().expect("cache lock").get(&link.swarm, id)
-                } else {
-                    None
-                };
-                let from = byte_from.unwrap_or(0) as usize;
-                let queued = match data {
-                    Some(data) if from <= data.len() => link
-                        .uploads
-                        .try_send(Upload {
-                            segment: id,
-                            request_id,
-                            data: data.slice(from..),
-                        })
-                        .is_ok(),
-                    _ => false,
-                };
-                if !queued
-                    && link
-                        .control
-                        .try_send(Command::SegmentAbsent { id, request_id })
-                        .is_err()
-                {
-                    return self.drop_link(peer, "peer does not keep up");
-                }
-                Vec::new()
-            }
+            }) => self.on_segment_request(peer, id, request_id, byte_from),
             Incoming::Command(Command::Cancel { request_id, .. }) => {
-                self.links[&peer]
-                    .cancelled
-                    .lock()
-                    .expect("cancel lock")
-                    .insert(request_id);
-                Vec::new()
+                let next = self.uploads.cancel(now, peer, request_id);
+                self.apply_uploads(next)
             }
-            Incoming::Command(Command::SegmentData {
-                request_id, size, ..
-            }) => {
-                let id = request_id as RequestId;
-                let serving = self.requests.get(&id).is_some_and(|p| p.peer == Some(peer));
-                if size > MAX_PEER_SEGMENT_BYTES {
-                    return self.drop_link(peer, "segment too large");
-                }
-                let link = self.links.get_mut(&peer).expect("link checked");
-                link.receiving = Some(Receiving {
-                    request: id,
-                    expected: size,
-                    got: 0,
-                    discard: !serving,
-                });
-                if !serving {
-                    return Vec::new();
-                }
-                let held = self.requests[&id].data.len() as u64;
-                self.progress(now, id, Some(held + size))
+            Incoming::Command(command) => {
+                let verdicts = self
+                    .links
+                    .get_mut(&peer)
+                    .map_or_else(Vec::new, |l| l.inbound.on_command(&command));
+                self.on_verdicts(now, peer, verdicts)
             }
             Incoming::Data(bytes) => {
-                let link = self.links.get_mut(&peer).expect("link checked");
-                let Some(r) = &mut link.receiving else {
-                    return self.drop_link(peer, "data without a segment");
-                };
-                r.got += bytes.len() as u64;
-                if r.got > r.expected {
-                    return self.drop_link(peer, "more data than announced");
-                }
-                if r.discard {
-                    return Vec::new();
-                }
-                let id = r.request;
-                let Some(pending) = self.requests.get_mut(&id) else {
-                    r.discard = true;
-                    return Vec::new();
-                };
-                pending.data.extend_from_slice(&bytes);
-                pending.from_peers = true;
-                pending.peer_bytes += bytes.len() as u64;
-                self.progress(now, id, None)
+                let verdict = self.links.get_mut(&peer).map(|l| l.inbound.on_data(bytes));
+                self.on_verdicts(now, peer, verdict.into_iter().collect())
             }
-            Incoming::Command(Command::SendingCompleted { request_id, .. }) => {
-                let id = request_id as RequestId;
-                let link = self.links.get_mut(&peer).expect("link checked");
-                let Some(r) = link.receiving.take() else {
-                    return Vec::new();
-                };
-                if r.request != id || r.got != r.expected {
-                    return self.drop_link(peer, "incomplete segment data");
+        }
+    }
+
+    fn on_verdicts(&mut self, now: Duration, peer: PeerRef, verdicts: Vec<Verdict>) -> Vec<Action> {
+        let mut actions = Vec::new();
+        for verdict in verdicts {
+            match verdict {
+                Verdict::Offence(reason) => {
+                    actions.extend(self.offence(peer, reason));
+                    break;
                 }
-                if r.discard {
-                    return Vec::new();
+                Verdict::Dropped => {}
+                Verdict::Started { request, size } => {
+                    let Some(link) = self.links.get(&peer) else {
+                        break;
+                    };
+                    let claim = Claim {
+                        peer: link.remote.clone(),
+                        address: link.address,
+                        total: 0,
+                    };
+                    let Some(pending) = self.requests.get_mut(&request) else {
+                        continue;
+                    };
+                    let held = pending.data.len() as u64;
+                    let total = held.saturating_add(size);
+                    // One allocation of the claimed size, not a doubling one.
+                    pending
+                        .data
+                        .reserve(usize::try_from(size).unwrap_or(usize::MAX));
+                    if pending.claims.len() == MAX_CLAIMS {
+                        pending.claims.pop_front();
+                    }
+                    pending.claims.push_back(Claim { total, ..claim });
+                    actions.extend(self.progress(now, request, Some(total)));
                 }
-                let Some(pending) = self.requests.get_mut(&id) else {
-                    return Vec::new();
-                };
-                pending.end_transfer();
-                let outcome = match pending.request.share.as_ref().and_then(|s| s.hash) {
-                    Some(hash) if !integrity::verify(&pending.data, &hash) => {
-                        MeshStats::add(&self.stats.segments_rejected, 1);
-                        pending.data.clear();
-                        pending.from_peers = false;
-                        pending.peer_bytes = 0;
-                        PeerOutcome::Corrupt
-                    }
-                    _ => PeerOutcome::Complete,
-                };
-                pending.peer = None;
-                self.scheduler
-                    .handle(now, Input::PeerFinished { id, outcome })
-            }
-            Incoming::Command(Command::SegmentAbsent { request_id, .. }) => {
-                let id = request_id as RequestId;
-                match self.requests.get_mut(&id) {
-                    Some(pending) if pending.peer == Some(peer) => {
-                        pending.peer = None;
-                        pending.end_transfer();
-                        self.scheduler.handle(
-                            now,
-                            Input::PeerFinished {
-                                id,
-                                outcome: PeerOutcome::Absent,
-                            },
-                        )
-                    }
-                    _ => Vec::new(),
+                Verdict::Data { request, bytes } => {
+                    let Some(pending) = self.requests.get_mut(&request) else {
+                        continue;
+                    };
+                    pending.data.extend_from_slice(&bytes);
+                    pending.from_peers = true;
+                    pending.peer_bytes += bytes.len() as u64;
+                    actions.extend(self.progress(now, request, None));
+                }
+                Verdict::Completed { request } => {
+                    actions.extend(self.peer_completed(now, request));
+                }
+                Verdict::Absent { request } => {
+                    actions.extend(self.peer_ended(now, peer, request, PeerOutcome::Absent));
+                }
+                Verdict::Abandoned { request } => {
+                    actions.extend(self.peer_ended(now, peer, request, PeerOutcome::Failed));
                 }
             }
         }
+        actions
+    }
+
+    /// The peer's transfer of `id` ended without the segment; the scheduler looks elsewhere.
+    fn peer_ended(
+        &mut self,
+        now: Duration,
+        peer: PeerRef,
+        id: RequestId,
+        outcome: PeerOutcome,
+    ) -> Vec<Action> {
+        match self.requests.get_mut(&id) {
+            Some(pending) if pending.peer == Some(peer) => {
+                pending.peer = None;
+                pending.end_transfer();
+                self.scheduler
+                    .handle(now, Input::PeerFinished { id, outcome })
+            }
+            _ => Vec::new(),
+        }
+    }
+
+    /// Every byte of a peer's answer arrived: verify the segment.
+    fn peer_completed(&mut self, now: Duration, id: RequestId) -> Vec<Action> {
+        let Some(pending) = self.requests.get_mut(&id) else {
+            return Vec::new();
+        };
+        pending.end_transfer();
+        let mut liars = Vec::new();
+        let outcome = match pending.request.share.as_ref().and_then(|s| s.hash) {
+            Some(hash) if !integrity::verify(&pending.data, &hash) => {
+                MeshStats::add(&self.stats.segments_rejected, 1);
+                pending.drop_peer_bytes();
+                PeerOutcome::Corrupt
+            }
+            verified => {
+                // The hash vouches for the size too: earlier claims of another size were lies.
+                if verified.is_some() {
+                    let size = pending.data.len() as u64;
+                    liars.extend(pending.claims.drain(..).filter(|c| c.total != size));
+                }
+                PeerOutcome::Complete
+            }
+        };
+        pending.peer = None;
+        self.ban_claimants(liars);
+        self.scheduler
+            .handle(now, Input::PeerFinished { id, outcome })
+    }
+}
+
+/// `error` with a note of how many like it were held back.
+fn with_held_back(error: MeshError, held_back: u64) -> MeshError {
+    if held_back == 0 {
+        return error;
+    }
+    let note = format!(" ({held_back} more like it in the last {WARNING_WINDOW:?} not shown)");
+    match error {
+        MeshError::Tracker { url, reason } => MeshError::Tracker {
+            url,
+            reason: reason + &note,
+        },
+        MeshError::Mesh(reason) => MeshError::Mesh(reason + &note),
+        other => other,
     }
 }
 
@@ -902,45 +1121,123 @@ fn close_link(link: Link) {
     tokio::spawn(async move { sender.close().await });
 }
 
-/// Decodes a link's messages for the hub; the bounded hub queue holds it back when the hub
-/// is busy, and with it the data channel.
+/// Decodes a link's messages for the hub, within the link's command budget: over it, the
+/// channel is not read (its SCTP window closes) until the budget refills. Announcements pass at
+/// most [`LINK_ANNOUNCEMENTS_PER_SECOND`]; one that has to wait is replaced by a newer one.
+/// The bounded hub queue holds the reader back too when the hub is busy.
 async fn read_link(
     link: PeerRef,
     mut events: mpsc::Receiver<ChannelEvent>,
     hub: mpsc::Sender<HubEvent>,
+    started: Instant,
 ) {
+    let now = || started.elapsed();
     let mut decoder = protocol::Decoder::new();
+    let mut commands = TokenBucket::new(
+        LINK_COMMANDS_PER_SECOND,
+        2.0 * LINK_COMMANDS_PER_SECOND,
+        now(),
+    );
+    let mut command_bytes = TokenBucket::new(
+        LINK_COMMAND_BYTES_PER_SECOND,
+        2.0 * LINK_COMMAND_BYTES_PER_SECOND,
+        now(),
+    );
+    let mut announcements = TokenBucket::new(
+        LINK_ANNOUNCEMENTS_PER_SECOND,
+        LINK_ANNOUNCEMENTS_PER_SECOND,
+        now(),
+    );
+    let mut held_announcement: Option<Incoming> = None;
+    let at = |t: Duration| tokio::time::Instant::from_std(started + t);
     let reason = loop {
-        match events.recv().await {
-            Some(ChannelEvent::Message(message)) => match decoder.push(message) {
-                Ok(Some(message)) => {
-                    if hub.send(HubEvent::Message { link, message }).await.is_err() {
-                        return;
+        let t = now();
+        let read_at = [commands.ready_at(t, 1.0), command_bytes.ready_at(t, 1.0)]
+            .into_iter()
+            .map(|r| r.unwrap_or(t))
+            .fold(t, Duration::max);
+        let announce_at = announcements.ready_at(t, 1.0).unwrap_or(t);
+        let forward = tokio::select! {
+            event = events.recv(), if read_at <= t => match event {
+                Some(ChannelEvent::Message(message)) => {
+                    if protocol::is_command_part(&message) {
+                        let t = now();
+                        commands.take(t, 1.0);
+                        command_bytes.take(t, message.len() as f64);
+                    }
+                    match decoder.push(message) {
+                        Ok(Some(message @ Incoming::Command(Command::SegmentsAnnouncement { .. }))) => {
+                            held_announcement = Some(message);
+                            None
+                        }
+                        Ok(message) => message,
+                        Err(e) => {
+                            let _ = hub
+                                .send(HubEvent::Malformed { link, reason: e.to_string() })
+                                .await;
+                            return;
+                        }
                     }
                 }
-                Ok(None) => {}
-                Err(e) => break format!("protocol error: {e}"),
+                Some(ChannelEvent::Closed { reason }) => break reason,
+                None => break "channel closed".to_owned(),
             },
-            Some(ChannelEvent::Closed { reason }) => break reason,
-            None => break "channel closed".to_owned(),
+            _ = tokio::time::sleep_until(at(read_at)), if read_at > t => None,
+            _ = tokio::time::sleep_until(at(announce_at)), if held_announcement.is_some() && announce_at > t => None,
+        };
+        if let Some(message) = forward
+            && hub.send(HubEvent::Message { link, message }).await.is_err()
+        {
+            return;
+        }
+        if held_announcement.is_some() && announcements.try_take(now(), 1.0) {
+            let message = held_announcement.take().expect("announcement held");
+            if hub.send(HubEvent::Message { link, message }).await.is_err() {
+                return;
+            }
         }
     };
     let _ = hub.send(HubEvent::LinkDown { link, reason }).await;
 }
 
-/// Sends a link's commands and uploads, one upload at a time over all links (data messages
-/// carry no request id, and `upload_turn` serialises the links), with commands slipped in
-/// between data chunks and while waiting for the turn.
-#[allow(clippy::too_many_arguments)]
+/// What a writer has handed to the transport and what its peer has acknowledged, to count
+/// `bytes-uploaded` on acknowledgement only.
+struct Acked {
+    handed: u64,
+    counted: u64,
+}
+
+impl Acked {
+    /// Reports the data bytes acknowledged since the last report.
+    async fn report(
+        &mut self,
+        link: PeerRef,
+        sender: &ChannelSender,
+        hub: &mpsc::Sender<HubEvent>,
+    ) {
+        if self.counted == self.handed {
+            return;
+        }
+        // Unacknowledged bytes include commands, so this never counts too much.
+        let outstanding = sender.buffered_amount().await as u64;
+        let acked = self.handed.saturating_sub(outstanding);
+        if acked > self.counted {
+            let bytes = acked - self.counted;
+            self.counted = acked;
+            let _ = hub.send(HubEvent::Uploaded { link, bytes }).await;
+        }
+    }
+}
+
+/// Sends a link's commands, and the upload the hub orders (one at a time over all links), with
+/// commands slipped in between data chunks. A new order replaces the upload under way: it
+/// stops at the next chunk, without `sending completed`, as p2p-media-loader does.
 async fn write_link(
     link: PeerRef,
     sender: ChannelSender,
     mut control: mpsc::Receiver<Command>,
-    mut uploads: mpsc::Receiver<Upload>,
-    cancelled: Arc<Mutex<HashSet<protocol::RequestId>>>,
+    mut orders: watch::Receiver<Option<Upload>>,
     limiter: Option<Arc<RateLimiter>>,
-    upload_turn: Arc<Semaphore>,
-    stats: Arc<MeshStats>,
     hub: mpsc::Sender<HubEvent>,
 ) {
     let send_command = async |command: &Command| -> bool {
@@ -951,47 +1248,36 @@ async fn write_link(
         }
         true
     };
+    let mut acked = Acked {
+        handed: 0,
+        counted: 0,
+    };
     let ok = 'outer: loop {
+        let waiting_for_acks = acked.counted < acked.handed;
         tokio::select! {
             biased;
             command = control.recv() => match command {
                 Some(command) => if !send_command(&command).await { break false },
                 None => break true,
             },
-            upload = uploads.recv() => {
-                let Some(upload) = upload else { break true };
-                let Upload { segment, request_id, data } = upload;
-                if cancelled.lock().expect("cancel lock").remove(&request_id) {
-                    continue;
+            changed = orders.changed() => {
+                if changed.is_err() {
+                    break true;
                 }
-                // Kept across loop turns so the place in the queue is kept.
-                let turn = upload_turn.clone().acquire_owned();
-                tokio::pin!(turn);
-                let _turn = loop {
-                    tokio::select! {
-                        biased;
-                        command = control.recv() => match command {
-                            Some(command) => if !send_command(&command).await { break 'outer false },
-                            None => break 'outer true,
-                        },
-                        permit = &mut turn => break permit,
-                    }
-                };
-                if cancelled.lock().expect("cancel lock").remove(&request_id) {
-                    continue;
-                }
+                let Some(upload) = orders.borrow_and_update().clone() else { continue };
+                let Upload { request_id, segment, data } = upload;
                 let header = Command::SegmentData { id: segment, request_id, size: data.len() as u64 };
                 if !send_command(&header).await {
                     break false;
                 }
-                let mut cancelled_midway = false;
+                let mut replaced = false;
                 for from in (0..data.len()).step_by(UPLOAD_CHUNK) {
                     let chunk = data.slice(from..(from + UPLOAD_CHUNK).min(data.len()));
                     while let Ok(command) = control.try_recv() {
                         if !send_command(&command).await { break 'outer false }
                     }
-                    if cancelled.lock().expect("cancel lock").remove(&request_id) {
-                        cancelled_midway = true;
+                    if orders.has_changed().unwrap_or(true) {
+                        replaced = true;
                         break;
                     }
                     if let Some(limiter) = &limiter {
@@ -1001,16 +1287,22 @@ async fn write_link(
                     if sender.send(chunk).await.is_err() {
                         break 'outer false;
                     }
-                    MeshStats::add(&stats.bytes_uploaded, n);
+                    acked.handed += n;
+                    let _ = hub.send(HubEvent::UploadProgress { link, request_id }).await;
+                    acked.report(link, &sender, &hub).await;
                 }
-                if cancelled_midway {
-                    // The requester discards the rest; its next response starts afresh.
+                if replaced {
+                    // The requester has moved on; its next answer starts afresh.
                     continue;
                 }
                 let done = Command::SendingCompleted { id: segment, request_id };
                 if !send_command(&done).await {
                     break false;
                 }
+                let _ = hub.send(HubEvent::UploadDone { link, request_id }).await;
+            }
+            _ = tokio::time::sleep(ACK_POLL), if waiting_for_acks => {
+                acked.report(link, &sender, &hub).await;
             }
         }
     };

@@ -9,7 +9,8 @@
 //!
 //! Policy for a shareable segment:
 //! - within `urgent_window` of its deadline it only comes from the CDN;
-//! - before that, from a peer that announced it (the least busy one);
+//! - before that, from a peer that announced it and has no request of ours outstanding (a link
+//!   carries one transfer per direction); while every holder is busy, wait for one;
 //! - while a peer announces it as loading, wait for that peer;
 //! - when nobody has it, a few peers of the swarm seed it from the CDN. Each peer draws its
 //!   rank for the segment among the swarm's peers (a uniform draw times the swarm size the
@@ -20,7 +21,10 @@
 //!   and resumed from the first missing byte by another peer that has the segment, or else by
 //!   the CDN;
 //! - data that fails verification bans the peers that sent it and is fetched again from the
-//!   CDN.
+//!   CDN;
+//! - an HTTP resume never starts past the end of the resource: one that gets 416 (a peer
+//!   claimed more bytes than there are), or would start past the byte range the origin gives,
+//!   starts again from byte 0.
 
 use crate::error::MeshError;
 use crate::mesh::SegmentId;
@@ -432,6 +436,13 @@ impl Scheduler {
                 self.entries.remove(&id);
                 actions.push(Action::Deliver { id });
             }
+            Err(error) if entry.received > 0 && error.http_status() == Some(416) => {
+                // Resumed past the end: what peers sent cannot be trusted to be the start.
+                entry.received = 0;
+                entry.contributors.clear();
+                entry.cdn_only = true;
+                entry.phase = Phase::Queued;
+            }
             Err(error)
                 if entry.attempt < self.config.max_retries
                     && error.is_transient(entry.request.retry_not_found) =>
@@ -616,15 +627,23 @@ impl Scheduler {
                 .iter()
                 .filter(move |(_, info)| info.swarm == key.swarm)
         };
-        let holder = swarm_peers()
+        let mut holders = swarm_peers()
             .filter(|(p, info)| info.loaded.contains(&key.segment) && !entry.tried.contains(p))
-            .min_by_key(|(p, _)| (self.peer_active(**p), mix(self.config.seed ^ **p)))
+            .peekable();
+        let any_holder = holders.peek().is_some();
+        let idle_holder = holders
+            .filter(|(p, _)| self.peer_active(**p) == 0)
+            .min_by_key(|(p, _)| mix(self.config.seed ^ **p))
             .map(|(p, _)| *p);
-        if let Some(peer) = holder {
+        if let Some(peer) = idle_holder {
             return Decision::Peer(peer);
         }
         if entry.hurry {
             return Decision::Http;
+        }
+        if any_holder {
+            // One transfer per link: wait for a holder to be free, until the urgent time.
+            return Decision::WaitUntil(urgent_at);
         }
         let someone_loading = swarm_peers()
             .any(|(p, info)| info.loading.contains(&key.segment) && !entry.tried.contains(p));
@@ -667,6 +686,16 @@ impl Scheduler {
             match self.decide(now, entry) {
                 Decision::Http if self.http_running < self.config.max_http_transfers => {
                     let entry = self.entries.get_mut(&id).expect("entry just found");
+                    if entry
+                        .request
+                        .resource
+                        .range
+                        .is_some_and(|r| entry.received > r.length)
+                    {
+                        entry.received = 0;
+                        entry.contributors.clear();
+                        entry.cdn_only = true;
+                    }
                     entry.phase = Phase::Http;
                     self.http_running += 1;
                     actions.push(Action::StartHttp {
@@ -1144,7 +1173,7 @@ mod tests {
     }
 
     #[test]
-    fn the_least_busy_holder_is_chosen_and_peer_transfers_are_capped() {
+    fn an_idle_holder_is_chosen_and_peer_transfers_are_capped() {
         let config = SchedulerConfig {
             max_peer_transfers: 2,
             ..Default::default()
@@ -1184,6 +1213,137 @@ mod tests {
                     from: 0
                 }
             ]
+        );
+    }
+
+    #[test]
+    fn a_busy_holder_is_never_asked_a_second_time_and_the_cdn_takes_over_when_urgent() {
+        let mut s = with_peers(SchedulerConfig::default(), &[10]);
+        announce(&mut s, T0, 10, &[1, 2, 3], &[]);
+        assert_eq!(
+            submit(&mut s, T0, 1, shared(1, 60_000)),
+            vec![Action::StartPeer {
+                id: 1,
+                peer: 10,
+                from: 0
+            }]
+        );
+        // The only holder is busy: wait for it, however many requests.
+        assert!(submit(&mut s, T0, 2, shared(2, 60_000)).is_empty());
+        assert!(submit(&mut s, T0, 3, shared(3, 4_000)).is_empty());
+        assert_eq!(s.peer_running(), 1);
+        // It finishes: the earliest deadline goes to it next, and only that one.
+        assert_eq!(
+            s.handle(
+                MS(500),
+                Input::PeerFinished {
+                    id: 1,
+                    outcome: PeerOutcome::Complete
+                }
+            ),
+            vec![
+                Action::Deliver { id: 1 },
+                Action::StartPeer {
+                    id: 3,
+                    peer: 10,
+                    from: 0
+                }
+            ]
+        );
+        assert_eq!(s.peer_running(), 1);
+        // Request 2 is still waiting at its urgent time: the CDN serves it.
+        let mut s2 = with_peers(SchedulerConfig::default(), &[10]);
+        announce(&mut s2, T0, 10, &[1, 2], &[]);
+        submit(&mut s2, T0, 1, shared(1, 60_000));
+        submit(&mut s2, T0, 2, shared(2, 5_000));
+        for ms in (500..4_000).step_by(500) {
+            s2.handle(MS(ms), progress(ms * 100, 1 << 20));
+        }
+        assert_eq!(s2.next_wakeup(MS(3_500)), Some(MS(4_000)));
+        assert_eq!(
+            s2.poll(MS(4_000)),
+            vec![Action::StartHttp {
+                id: 2,
+                attempt: 0,
+                from: 0
+            }]
+        );
+    }
+
+    #[test]
+    fn a_resume_that_gets_416_starts_again_from_byte_0_from_the_cdn() {
+        let mut s = with_peers(SchedulerConfig::default(), &[10]);
+        announce(&mut s, T0, 10, &[7], &[]);
+        submit(&mut s, T0, 1, shared(7, 3_000));
+        // The peer claimed one byte more than there is, sent them all, and went quiet.
+        s.handle(MS(100), progress(50_000, 50_001));
+        assert_eq!(
+            s.handle(MS(1_600), Input::PeerDisconnected { peer: 10 }),
+            vec![Action::StartHttp {
+                id: 1,
+                attempt: 0,
+                from: 50_000
+            }]
+        );
+        assert_eq!(
+            s.handle(
+                MS(1_700),
+                Input::HttpFinished {
+                    id: 1,
+                    result: Err(http_error(416))
+                }
+            ),
+            vec![Action::StartHttp {
+                id: 1,
+                attempt: 0,
+                from: 0
+            }]
+        );
+        assert_eq!(
+            s.handle(
+                MS(1_800),
+                Input::HttpFinished {
+                    id: 1,
+                    result: Ok(())
+                }
+            ),
+            vec![Action::Deliver { id: 1 }]
+        );
+        // 416 for a request from byte 0 is an error like any other.
+        submit(&mut s, MS(2_000), 2, request(None));
+        assert_eq!(
+            s.handle(
+                MS(2_000),
+                Input::HttpFinished {
+                    id: 2,
+                    result: Err(http_error(416))
+                }
+            ),
+            vec![Action::Fail {
+                id: 2,
+                error: http_error(416)
+            }]
+        );
+    }
+
+    #[test]
+    fn a_resume_never_starts_past_the_byte_range_the_origin_gives() {
+        let mut s = with_peers(SchedulerConfig::default(), &[10]);
+        announce(&mut s, T0, 10, &[7], &[]);
+        let mut ranged = shared(7, 3_000);
+        ranged.resource.range = Some(crate::model::ByteRange {
+            offset: 4_000,
+            length: 1_000,
+        });
+        submit(&mut s, T0, 1, ranged);
+        s.handle(MS(100), progress(1_200, 1_200));
+        assert_eq!(
+            s.handle(MS(200), Input::PeerDisconnected { peer: 10 }),
+            vec![Action::StartHttp {
+                id: 1,
+                attempt: 0,
+                from: 0
+            }]
         );
     }
 

@@ -81,7 +81,7 @@ impl Peer {
                     .send(Message::text(text))
                     .await
                     .unwrap_or_else(|e| panic!("{}: send: {e}", self.name)),
-                TrackerOutput::Warning(w) => panic!("{}: warning: {w}", self.name),
+                TrackerOutput::Warning { text, .. } => panic!("{}: warning: {text}", self.name),
                 other => rest.push(other),
             }
         }

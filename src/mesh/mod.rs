@@ -4,6 +4,7 @@
 //! - [`protocol`]: the p2p-media-loader 2.x peer wire format (binary commands and framing).
 //! - [`integrity`]: PeerTube's `segments-sha256.json` and SHA-256 verification.
 //! - [`cache`]: the byte-bounded in-memory segment store peers are served from.
+//! - [`guard`]: defences against hostile peers and trackers (bans, rate limits, warnings).
 //! - [`swarm`]: swarm identity (info_hash) and peer ids.
 //! - [`tracker`]: the WebTorrent tracker protocol messages and a sans-IO client state machine.
 //! - [`tracker_server`]: the core of the bundled WebTorrent tracker (`mesh-tracker`).
@@ -16,6 +17,7 @@
 //! driver (the session start), the same convention as the delivery scheduler.
 
 pub mod cache;
+pub mod guard;
 pub mod integrity;
 pub mod protocol;
 pub mod signalling;

@@ -375,11 +375,27 @@ pub enum TrackerOutput {
         complete: Option<u64>,
         incomplete: Option<u64>,
     },
-    /// Something the user should hear about; never fatal.
-    Warning(String),
+    /// Something the user should hear about; never fatal. `kind` groups warnings for rate
+    /// limiting.
+    Warning { kind: WarningKind, text: String },
     /// Open the connection again at this time, then report [`TrackerInput::Connected`] or
     /// [`TrackerInput::Disconnected`].
     Reconnect { at: Time },
+}
+
+/// What a [`TrackerOutput::Warning`] is about.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum WarningKind {
+    /// The tracker cannot be reached or the connection was lost.
+    Outage,
+    /// A message that is not a valid tracker message.
+    InvalidMessage,
+    /// The tracker's `failure reason`.
+    Failure,
+    /// The tracker's `warning message`.
+    TrackerWarning,
+    /// Our answer would not fit in a message.
+    AnswerTooLarge,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -532,11 +548,14 @@ impl TrackerClient {
                             out.push(TrackerOutput::Send(text));
                             return out;
                         }
-                        None => out.push(TrackerOutput::Warning(format!(
-                            "tracker: answer of {} bytes exceeds the {} KiB message limit",
-                            sdp.len(),
-                            MAX_MESSAGE_BYTES / 1024
-                        ))),
+                        None => out.push(TrackerOutput::Warning {
+                            kind: WarningKind::AnswerTooLarge,
+                            text: format!(
+                                "tracker: answer of {} bytes exceeds the {} KiB message limit",
+                                sdp.len(),
+                                MAX_MESSAGE_BYTES / 1024
+                            ),
+                        }),
                     }
                 }
                 out.push(TrackerOutput::AnswerNotSent {
@@ -582,10 +601,14 @@ impl TrackerClient {
             } else {
                 "tracker unreachable"
             };
-            out.push(TrackerOutput::Warning(format!(
-                "{what} ({reason}); peers already connected stay, retrying in {:.1} s",
-                delay.as_secs_f64()
-            )));
+            out.push(TrackerOutput::Warning {
+                kind: WarningKind::Outage,
+                text: format!(
+                    "{what} ({}); peers already connected stay, retrying in {:.1} s",
+                    clip(reason),
+                    delay.as_secs_f64()
+                ),
+            });
         }
         out.push(TrackerOutput::Reconnect { at });
     }
@@ -610,7 +633,10 @@ impl TrackerClient {
         let message = match parse_message(text) {
             Ok(message) => message,
             Err(error) => {
-                out.push(TrackerOutput::Warning(format!("tracker: {error}")));
+                out.push(TrackerOutput::Warning {
+                    kind: WarningKind::InvalidMessage,
+                    text: clip(&format!("tracker: {error}")),
+                });
                 return;
             }
         };
@@ -625,16 +651,21 @@ impl TrackerClient {
             return;
         }
         if let Some(reason) = message.failure_reason {
-            out.push(TrackerOutput::Warning(match &message.info_hash {
-                Some(info_hash) => format!("tracker failure for swarm {info_hash}: {reason}"),
-                None => format!("tracker failure: {reason}"),
-            }));
+            let reason = clip(&reason);
+            out.push(TrackerOutput::Warning {
+                kind: WarningKind::Failure,
+                text: match &message.info_hash {
+                    Some(info_hash) => format!("tracker failure for swarm {info_hash}: {reason}"),
+                    None => format!("tracker failure: {reason}"),
+                },
+            });
             return;
         }
         if let Some(warning) = message.warning_message {
-            out.push(TrackerOutput::Warning(format!(
-                "tracker warning: {warning}"
-            )));
+            out.push(TrackerOutput::Warning {
+                kind: WarningKind::TrackerWarning,
+                text: format!("tracker warning: {}", clip(&warning)),
+            });
         }
         let Some(info_hash) = message.info_hash else {
             return;
@@ -763,6 +794,17 @@ impl TrackerClient {
             }
         }
         drop_pending(info_hash, dropped.into_iter(), out);
+    }
+}
+
+/// Characters of tracker-supplied text kept in a warning.
+pub const MAX_WARNING_TEXT: usize = 300;
+
+/// `text`, cut to [`MAX_WARNING_TEXT`] characters.
+fn clip(text: &str) -> String {
+    match text.char_indices().nth(MAX_WARNING_TEXT) {
+        Some((at, _)) => format!("{}…", &text[..at]),
+        None => text.to_owned(),
     }
 }
 
@@ -1076,9 +1118,10 @@ mod tests {
         );
         assert_eq!(
             out,
-            vec![TrackerOutput::Warning(
-                "tracker failure: invalid info_hash".into()
-            )]
+            vec![TrackerOutput::Warning {
+                kind: WarningKind::Failure,
+                text: "tracker failure: invalid info_hash".into()
+            }]
         );
         // aquatic_ws, on an answer to an offer it no longer knows.
         let msg = json!({
@@ -1088,10 +1131,13 @@ mod tests {
         let out = client.handle(secs(1), TrackerInput::Message(msg.to_string()));
         assert_eq!(
             out,
-            vec![TrackerOutput::Warning(format!(
-                "tracker failure for swarm {SWARM}: Could not find the offer corresponding to \
-                 your answer. It may have expired."
-            ))]
+            vec![TrackerOutput::Warning {
+                kind: WarningKind::Failure,
+                text: format!(
+                    "tracker failure for swarm {SWARM}: Could not find the offer corresponding \
+                     to your answer. It may have expired."
+                )
+            }]
         );
         let msg = json!({
             "action": "announce", "info_hash": SWARM, "warning message": "slow down",
@@ -1100,11 +1146,14 @@ mod tests {
         let out = client.handle(secs(1), TrackerInput::Message(msg.to_string()));
         assert_eq!(
             out,
-            vec![TrackerOutput::Warning("tracker warning: slow down".into())]
+            vec![TrackerOutput::Warning {
+                kind: WarningKind::TrackerWarning,
+                text: "tracker warning: slow down".into()
+            }]
         );
         let out = client.handle(secs(1), TrackerInput::Message("{not json".into()));
         assert!(
-            matches!(&out[..], [TrackerOutput::Warning(w)] if w.starts_with("tracker: invalid"))
+            matches!(&out[..], [TrackerOutput::Warning { kind: WarningKind::InvalidMessage, text }] if text.starts_with("tracker: invalid"))
         );
         // Scrape responses and messages for swarms we are not in are ignored.
         let scrape = r#"{"action":"scrape","files":{}}"#;
@@ -1223,8 +1272,9 @@ mod tests {
                         assert_eq!(client.next_wakeup(), Some(at));
                         now = at;
                     }
-                    TrackerOutput::Warning(w) => {
-                        assert!(w.starts_with("tracker unreachable (connection refused)"));
+                    TrackerOutput::Warning { kind, text } => {
+                        assert_eq!(kind, WarningKind::Outage);
+                        assert!(text.starts_with("tracker unreachable (connection refused)"));
                         warnings += 1;
                     }
                     other => panic!("{other:?}"),
@@ -1256,7 +1306,7 @@ mod tests {
             },
         );
         assert!(
-            matches!(&out[0], TrackerOutput::Warning(w) if w.starts_with("tracker connection lost (EOF)"))
+            matches!(&out[0], TrackerOutput::Warning { kind: WarningKind::Outage, text } if text.starts_with("tracker connection lost (EOF)"))
         );
         assert_eq!(out[1], TrackerOutput::Reconnect { at: now + secs(1) });
     }
@@ -1433,7 +1483,13 @@ mod tests {
                 sdp: huge,
             },
         );
-        assert!(matches!(&out[0], TrackerOutput::Warning(_)));
+        assert!(matches!(
+            &out[0],
+            TrackerOutput::Warning {
+                kind: WarningKind::AnswerTooLarge,
+                ..
+            }
+        ));
         assert!(matches!(&out[1], TrackerOutput::AnswerNotSent { .. }));
         assert_eq!(out.len(), 2);
     }

@@ -24,6 +24,7 @@
 use bytes::{Bytes, BytesMut};
 use rtc::ice::mdns::MulticastDnsMode;
 use rtc::ice::network_type::NetworkType;
+use rtc::peer_connection::configuration::setting_engine::SctpMaxMessageSize;
 use std::fmt;
 use std::future::Future;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
@@ -42,9 +43,15 @@ use webrtc::peer_connection::{
 /// Label of the data channel we open.
 pub const CHANNEL_LABEL: &str = "gst-mesh";
 
-/// Largest message [`ChannelSender::send`] accepts: the SCTP `max-message-size` this end
-/// advertises (RFC 8841's default). A peer may negotiate less, in which case the send fails.
+/// The SCTP `max-message-size` this end advertises by default (RFC 8841's default), the
+/// largest message [`ChannelSender::send`] accepts and the largest one received: a longer
+/// inbound message closes the link while it arrives, before it is reassembled (the vendored
+/// rtc-sctp's patch). A peer may negotiate less, in which case a longer send fails.
 pub const MAX_MESSAGE_SIZE: usize = 64 * 1024;
+
+/// The SCTP receive window (a_rwnd): what a peer may have in flight towards us, and so what one
+/// link buffers while [`PeerChannel::events`] is not read.
+pub const RECEIVE_BUFFER: usize = 1024 * 1024;
 
 /// Capacity of [`PeerChannel::events`].
 pub const EVENT_QUEUE_CAPACITY: usize = 64;
@@ -139,6 +146,10 @@ pub struct TransportConfig {
     /// Bytes queued in the data channel (sent but not acknowledged) before
     /// [`ChannelSender::send`] waits.
     pub send_buffer_limit: usize,
+    /// The SCTP `max-message-size` advertised, and the largest message sent or received.
+    pub max_message_size: usize,
+    /// The SCTP receive window.
+    pub receive_buffer: usize,
 }
 
 impl Default for TransportConfig {
@@ -151,6 +162,8 @@ impl Default for TransportConfig {
             gathering_timeout: Duration::from_secs(5),
             connect_timeout: Duration::from_secs(15),
             send_buffer_limit: 1024 * 1024,
+            max_message_size: MAX_MESSAGE_SIZE,
+            receive_buffer: RECEIVE_BUFFER,
         }
     }
 }
@@ -389,6 +402,10 @@ async fn build_peer(
             MulticastDnsMode::Disabled
         })
         .with_network_types(network_types)
+        .with_sctp_max_message_size(SctpMaxMessageSize::Bounded(
+            u32::try_from(config.max_message_size).unwrap_or(u32::MAX),
+        ))
+        .with_sctp_max_receive_buffer_size(u32::try_from(config.receive_buffer).unwrap_or(u32::MAX))
         .build();
 
     let (signals, incoming) = Signals::new();
@@ -473,6 +490,7 @@ pub struct PendingOffer {
     signals: Arc<Signals>,
     dc: Arc<dyn DataChannel>,
     connect_timeout: Duration,
+    max_message_size: usize,
 }
 
 impl fmt::Debug for PendingOffer {
@@ -506,6 +524,7 @@ pub async fn make_offer(
                 signals,
                 dc,
                 connect_timeout: config.connect_timeout,
+                max_message_size: config.max_message_size,
             },
             sdp,
         )),
@@ -525,6 +544,7 @@ impl PendingOffer {
             signals,
             dc,
             connect_timeout,
+            max_message_size,
         } = self;
         let opened = async {
             let answer = RTCSessionDescription::answer(answer_sdp.to_owned())
@@ -539,7 +559,7 @@ impl PendingOffer {
                 .map_err(|_| TransportError::Timeout("waiting for the data channel to open"))?
         };
         match opened.await {
-            Ok(()) => Ok(spawn_channel(guard, signals, dc)),
+            Ok(()) => Ok(spawn_channel(guard, signals, dc, max_message_size).await),
             Err(e) => {
                 guard.close().await;
                 Err(e)
@@ -560,6 +580,7 @@ pub struct PendingAnswer {
     signals: Arc<Signals>,
     incoming: oneshot::Receiver<Arc<dyn DataChannel>>,
     connect_timeout: Duration,
+    max_message_size: usize,
 }
 
 impl fmt::Debug for PendingAnswer {
@@ -593,6 +614,7 @@ pub async fn answer_offer(
                 signals,
                 incoming,
                 connect_timeout: config.connect_timeout,
+                max_message_size: config.max_message_size,
             },
             sdp,
         )),
@@ -612,6 +634,7 @@ impl PendingAnswer {
             signals,
             incoming,
             connect_timeout,
+            max_message_size,
         } = self;
         let opened = async {
             let mut failure = signals.failure.subscribe();
@@ -631,7 +654,7 @@ impl PendingAnswer {
                 "waiting for the data channel to open",
             )));
         match opened {
-            Ok(dc) => Ok(spawn_channel(guard, signals, dc)),
+            Ok(dc) => Ok(spawn_channel(guard, signals, dc, max_message_size).await),
             Err(e) => {
                 guard.close().await;
                 Err(e)
@@ -654,6 +677,9 @@ pub struct PeerChannel {
     pub sender: ChannelSender,
     /// Messages from the peer, then one [`ChannelEvent::Closed`].
     pub events: mpsc::Receiver<ChannelEvent>,
+    /// Where the peer's packets come from: the remote address of the selected ICE candidate
+    /// pair (unlike the addresses in its SDP, not of the peer's choosing).
+    pub remote_addr: Option<IpAddr>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -676,6 +702,7 @@ struct SenderInner {
     done: watch::Receiver<bool>,
     /// Serialises sends, so the buffer limit holds with any number of clones.
     send_lock: tokio::sync::Mutex<()>,
+    max_message_size: usize,
 }
 
 impl fmt::Debug for ChannelSender {
@@ -687,14 +714,15 @@ impl fmt::Debug for ChannelSender {
 }
 
 impl ChannelSender {
-    /// Sends one binary message (at most [`MAX_MESSAGE_SIZE`] bytes). Waits while the
-    /// channel's unacknowledged bytes are at or above the send-buffer limit, so at most the
-    /// limit plus one message is ever buffered.
+    /// Sends one binary message (at most [`TransportConfig::max_message_size`] bytes). Waits
+    /// while the channel's unacknowledged bytes are at or above the send-buffer limit, so at
+    /// most the limit plus one message is ever buffered.
     pub async fn send(&self, message: Bytes) -> Result<(), TransportError> {
-        if message.len() > MAX_MESSAGE_SIZE {
+        let max = self.inner.max_message_size;
+        if message.len() > max {
             return Err(TransportError::MessageTooLarge {
                 size: message.len(),
-                max: MAX_MESSAGE_SIZE,
+                max,
             });
         }
         if self.is_closed() {
@@ -727,7 +755,20 @@ impl ChannelSender {
     }
 }
 
-fn spawn_channel(guard: PcGuard, signals: Arc<Signals>, dc: Arc<dyn DataChannel>) -> PeerChannel {
+/// The remote address of the connection's selected ICE candidate pair.
+async fn selected_remote_addr(pc: &Arc<dyn PeerConnection>) -> Option<IpAddr> {
+    let ice = pc.sctp().await?.transport().ice_transport();
+    let pair = ice.get_selected_candidate_pair().await.ok()??;
+    pair.remote().address.parse().ok()
+}
+
+async fn spawn_channel(
+    guard: PcGuard,
+    signals: Arc<Signals>,
+    dc: Arc<dyn DataChannel>,
+    max_message_size: usize,
+) -> PeerChannel {
+    let remote_addr = selected_remote_addr(guard.pc()).await;
     let (events_tx, events_rx) = mpsc::channel(EVENT_QUEUE_CAPACITY);
     let (control_tx, control_rx) = mpsc::channel(1);
     let (done_tx, done_rx) = watch::channel(false);
@@ -737,6 +778,7 @@ fn spawn_channel(guard: PcGuard, signals: Arc<Signals>, dc: Arc<dyn DataChannel>
             control: control_tx,
             done: done_rx,
             send_lock: tokio::sync::Mutex::new(()),
+            max_message_size,
         }),
     };
     let runtime = guard.runtime.clone();
@@ -746,6 +788,7 @@ fn spawn_channel(guard: PcGuard, signals: Arc<Signals>, dc: Arc<dyn DataChannel>
     PeerChannel {
         sender,
         events: events_rx,
+        remote_addr,
     }
 }
 
@@ -959,6 +1002,46 @@ mod tests {
             ));
             a.sender.close().await;
             b.sender.close().await;
+        })
+        .await
+        .expect("test timed out");
+    }
+
+    /// A peer that ignores our `max-message-size` (its own limit raised to 256 KiB and our
+    /// answer rewritten to claim the same) sends one message of exactly 64 KiB, which arrives,
+    /// then one of 64 KiB + 1: our end refuses it while it arrives and the link closes, with
+    /// nothing more delivered.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn an_inbound_message_over_64_kib_closes_the_link() {
+        tokio::time::timeout(TEST_TIMEOUT, async {
+            let hostile = TransportConfig {
+                max_message_size: 256 * 1024,
+                ..loopback()
+            };
+            let (offer, offer_sdp) = make_offer(&hostile).await.unwrap();
+            let (answer, answer_sdp) = answer_offer(&loopback(), &offer_sdp).await.unwrap();
+            let advertised = format!("a=max-message-size:{MAX_MESSAGE_SIZE}");
+            assert!(answer_sdp.contains(&advertised), "{answer_sdp}");
+            let lie = answer_sdp.replace(&advertised, "a=max-message-size:262144");
+            let (a, b) = tokio::join!(offer.connect(&lie), answer.connect());
+            let (a, mut b) = (a.unwrap(), b.unwrap());
+            a.sender.send(message(1, MAX_MESSAGE_SIZE)).await.unwrap();
+            assert_eq!(
+                next_message(&mut b.events).await,
+                message(1, MAX_MESSAGE_SIZE)
+            );
+            a.sender
+                .send(message(2, MAX_MESSAGE_SIZE + 1))
+                .await
+                .unwrap();
+            let event = tokio::time::timeout(Duration::from_secs(20), b.events.recv())
+                .await
+                .expect("the link stayed open");
+            assert!(
+                matches!(event, Some(ChannelEvent::Closed { .. })),
+                "{event:?}"
+            );
+            a.sender.close().await;
         })
         .await
         .expect("test timed out");

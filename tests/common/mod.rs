@@ -4,10 +4,12 @@
 
 pub mod fixtures;
 pub mod growing;
+pub mod hostile;
 pub mod origin;
 pub mod packagers;
 pub mod pipeline;
 pub mod trackers;
+pub mod viewer;
 
 use std::sync::Once;
 use std::time::Duration;

@@ -94,7 +94,11 @@ impl TrackerProcess {
         let mut dir = None;
         let (mut command, port) = match kind {
             TrackerKind::Bundled => {
-                let mut c = Command::new(env!("CARGO_BIN_EXE_mesh-tracker"));
+                // Set for integration tests only; the examples that share this module use other trackers.
+                let binary = option_env!("CARGO_BIN_EXE_mesh-tracker")
+                    .map(PathBuf::from)
+                    .unwrap_or_else(|| root.join("target/release/mesh-tracker"));
+                let mut c = Command::new(binary);
                 c.args(["--listen", "127.0.0.1:0"]);
                 (c, None)
             }
