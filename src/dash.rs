@@ -120,8 +120,7 @@ pub fn parse_mpd(url: &Url, body: &[u8]) -> Result<Mpd, MeshError> {
         .map_err(|e| invalid(url, format!("the manifest is not UTF-8 text ({e})")))?;
     check_xml(url, text)?;
     let doc = dash_mpd_core::parse(text).map_err(|e| {
-        let mut detail = e.to_string();
-        detail.truncate(200);
+        let detail = crate::error::clipped(&e.to_string(), 200);
         invalid(url, format!("cannot parse: {detail}"))
     })?;
     let dynamic = match doc.mpdtype.as_deref().map(str::trim) {
@@ -170,8 +169,7 @@ fn check_xml(url: &Url, text: &str) -> Result<(), MeshError> {
     loop {
         let event = reader.read_event().map_err(|e| {
             let pos = reader.error_position();
-            let mut detail = e.to_string();
-            detail.truncate(160);
+            let detail = crate::error::clipped(&e.to_string(), 160);
             if pos as usize >= text.trim_end().len() || detail.contains("end of input") {
                 invalid(
                     url,

@@ -30,7 +30,7 @@ use crate::mesh::swarm::{InfoHash, PeerId};
 use crate::mesh::transport::{ChannelEvent, ChannelSender, PeerChannel};
 use crate::scheduler::{
     Action, Input, PeerOutcome, PeerRef, RequestId, Scheduler, SchedulerConfig, SegmentRequest,
-    Share,
+    Share, ShareKey,
 };
 use bytes::{Bytes, BytesMut};
 use inbound::{Asked, Inbound, Verdict};
@@ -142,6 +142,7 @@ struct Job {
 pub struct Delivery {
     jobs: mpsc::Sender<Job>,
     cancels: mpsc::UnboundedSender<RequestId>,
+    withdrawals: mpsc::Sender<ShareKey>,
     next_id: Arc<AtomicU64>,
     started: Instant,
 }
@@ -174,6 +175,7 @@ impl Delivery {
         let client = build_client(&http)?;
         let (jobs, job_rx) = mpsc::channel(64);
         let (cancels, cancel_rx) = mpsc::unbounded_channel();
+        let (withdrawals, withdrawal_rx) = mpsc::channel(16);
         let started = Instant::now();
         let (hub_tx, hub_rx) = mpsc::channel(256);
         let bans = Arc::new(Bans::new());
@@ -211,16 +213,18 @@ impl Delivery {
                 mesh.as_ref().map_or(0, |m| m.cache_size),
             ))),
             loading: BTreeSet::new(),
+            withdrawn: Withdrawn::default(),
             joined: Vec::new(),
             upload_limiter: (upload_limit > 0).then(|| Arc::new(RateLimiter::new(upload_limit))),
             upload: mesh.as_ref().is_some_and(|m| m.upload),
             signalling,
             hub_tx,
         };
-        tokio::spawn(hub.run(job_rx, cancel_rx, hub_rx));
+        tokio::spawn(hub.run(job_rx, cancel_rx, withdrawal_rx, hub_rx));
         Ok(Delivery {
             jobs,
             cancels,
+            withdrawals,
             next_id: Arc::new(AtomicU64::new(1)),
             started,
         })
@@ -234,6 +238,11 @@ impl Delivery {
     /// The instant session time counts from.
     pub fn started(&self) -> Instant {
         self.started
+    }
+
+    /// Stops serving and announcing a segment id: another segment now has it.
+    pub async fn withdraw(&self, key: ShareKey) {
+        let _ = self.withdrawals.send(key).await;
     }
 
     pub async fn fetch(&self, request: SegmentRequest) -> Result<Fetched, MeshError> {
@@ -348,6 +357,8 @@ struct Hub {
     cache: Arc<Mutex<SegmentCache>>,
     /// Shareable segments being fetched from the CDN: announced as loading.
     loading: BTreeSet<(InfoHash, crate::mesh::SegmentId)>,
+    /// Segment ids the session withdrew: never stored or announced again.
+    withdrawn: Withdrawn,
     /// Swarms joined, least recently used first.
     joined: Vec<InfoHash>,
     upload_limiter: Option<Arc<RateLimiter>>,
@@ -365,6 +376,7 @@ impl Hub {
         mut self,
         mut jobs: mpsc::Receiver<Job>,
         mut cancels: mpsc::UnboundedReceiver<RequestId>,
+        mut withdrawals: mpsc::Receiver<ShareKey>,
         mut events: mpsc::Receiver<HubEvent>,
     ) {
         loop {
@@ -383,6 +395,10 @@ impl Hub {
                 Some(id) = cancels.recv() => {
                     self.forget(id);
                     self.scheduler.handle(self.now(), Input::Cancel { id })
+                }
+                Some(key) = withdrawals.recv() => {
+                    self.withdraw(&key);
+                    Vec::new()
                 }
                 Some(joined) = self.transfers.join_next(), if !self.transfers.is_empty() => {
                     match joined {
@@ -488,7 +504,9 @@ impl Hub {
                 });
                 self.http_aborts.insert(id, handle);
                 // Announced as loading only when it will be served to peers afterwards.
-                if let Some(share) = share.filter(|_| self.upload) {
+                if let Some(share) =
+                    share.filter(|s| self.upload && !self.withdrawn.contains(&s.key))
+                {
                     let key = (share.key.swarm.clone(), share.key.segment);
                     if self.loading.insert(key) {
                         self.announce(&share.key.swarm);
@@ -661,7 +679,7 @@ impl Hub {
         let trusted = share
             .hash
             .is_none_or(|hash| integrity::verify(bytes, &hash));
-        if !trusted || !self.upload {
+        if !trusted || !self.upload || self.withdrawn.contains(&share.key) {
             return;
         }
         let mut cache = self.cache.lock().expect("cache lock");
@@ -670,6 +688,20 @@ impl Hub {
         drop(cache);
         if inserted.stored || !inserted.evicted.is_empty() {
             self.announce(&share.key.swarm);
+        }
+    }
+
+    fn withdraw(&mut self, key: &ShareKey) {
+        self.withdrawn.insert(key);
+        let cached = self
+            .cache
+            .lock()
+            .expect("cache lock")
+            .remove(&key.swarm, key.segment)
+            .is_some();
+        let loading = self.loading.remove(&(key.swarm.clone(), key.segment));
+        if cached || loading {
+            self.announce(&key.swarm);
         }
     }
 
@@ -1349,5 +1381,33 @@ impl RateLimiter {
         if !wait.is_zero() {
             tokio::time::sleep(wait).await;
         }
+    }
+}
+
+/// Withdrawn segment ids, the oldest forgotten beyond [`Withdrawn::MAX`]: ids are withdrawn a
+/// few per playlist, so this covers any playlist a session holds.
+#[derive(Default)]
+struct Withdrawn {
+    keys: BTreeSet<(InfoHash, crate::mesh::SegmentId)>,
+    order: std::collections::VecDeque<(InfoHash, crate::mesh::SegmentId)>,
+}
+
+impl Withdrawn {
+    const MAX: usize = 4096;
+
+    fn insert(&mut self, key: &ShareKey) {
+        let key = (key.swarm.clone(), key.segment);
+        if self.keys.insert(key.clone()) {
+            self.order.push_back(key);
+            if self.order.len() > Self::MAX
+                && let Some(oldest) = self.order.pop_front()
+            {
+                self.keys.remove(&oldest);
+            }
+        }
+    }
+
+    fn contains(&self, key: &ShareKey) -> bool {
+        self.keys.contains(&(key.swarm.clone(), key.segment))
     }
 }

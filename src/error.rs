@@ -30,6 +30,12 @@ pub enum MeshError {
     InvalidLocation { location: String, reason: String },
 }
 
+/// At most `max` characters of `text`, for messages quoting what a server or a parser
+/// said (cut on a character boundary: the text may be anything).
+pub fn clipped(text: &str, max: usize) -> String {
+    text.chars().take(max).collect()
+}
+
 impl MeshError {
     /// Whether a later attempt of the same request may succeed.
     pub fn is_transient(&self, retry_not_found: bool) -> bool {

@@ -97,8 +97,7 @@ fn parse(url: &Url, body: &[u8]) -> Result<Playlist, MeshError> {
         return Err(invalid(url, reason));
     }
     m3u8_rs::parse_playlist_res(text).map_err(|e| {
-        let mut detail = format!("{e:?}");
-        detail.truncate(160);
+        let detail = crate::error::clipped(&format!("{e:?}"), 160);
         invalid(url, format!("parse error: {detail}"))
     })
 }

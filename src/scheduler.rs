@@ -243,7 +243,14 @@ struct PeerInfo {
     swarm: InfoHash,
     loaded: BTreeSet<SegmentId>,
     loading: BTreeSet<SegmentId>,
+    /// Until its first announcement, a new link may hold anything: seeding waits for it until
+    /// then, at most [`FIRST_ANNOUNCEMENT_WAIT`] after it opened.
+    announcement_due: Option<Time>,
 }
+
+/// How long a segment nobody is known to have waits for a new link's first announcement
+/// before this peer seeds it: peers announce what they hold as soon as a link opens.
+pub const FIRST_ANNOUNCEMENT_WAIT: Duration = Duration::from_millis(500);
 
 /// What a queued request should do now.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -363,6 +370,7 @@ impl Scheduler {
                         swarm,
                         loaded: BTreeSet::new(),
                         loading: BTreeSet::new(),
+                        announcement_due: Some(now + FIRST_ANNOUNCEMENT_WAIT),
                     },
                 );
             }
@@ -386,6 +394,7 @@ impl Scheduler {
                 if let Some(info) = self.peers.get_mut(&peer) {
                     info.loaded = loaded.into_iter().collect();
                     info.loading = loading.into_iter().collect();
+                    info.announcement_due = None;
                 }
             }
             Input::PeerProgress {
@@ -657,6 +666,14 @@ impl Scheduler {
             } else {
                 Decision::Http
             };
+        }
+        // A link that has not announced yet may hold it.
+        let announcement = swarm_peers()
+            .filter_map(|(_, info)| info.announcement_due)
+            .filter(|due| *due > now)
+            .min();
+        if let Some(due) = announcement {
+            return Decision::WaitUntil(due.min(urgent_at));
         }
         let seed_at = self.seed_at(key, entry.submitted, urgent_at);
         if now >= seed_at {
@@ -1016,6 +1033,15 @@ mod tests {
                     swarm: swarm(),
                 },
             );
+            // Each has announced that it holds nothing yet.
+            s.handle(
+                T0,
+                Input::PeerAnnounced {
+                    peer,
+                    loaded: Vec::new(),
+                    loading: Vec::new(),
+                },
+            );
         }
         s
     }
@@ -1070,6 +1096,55 @@ mod tests {
             submit(&mut s, T0, 1, shared(5, 10_000)),
             vec![Action::StartHttp {
                 id: 1,
+                attempt: 0,
+                from: 0
+            }]
+        );
+    }
+
+    #[test]
+    fn a_new_link_is_heard_out_before_this_peer_seeds_what_nobody_announced() {
+        let config = SchedulerConfig {
+            seed_spacing: Duration::ZERO,
+            ..Default::default()
+        };
+        let mut s = with_peers(config, &[10]);
+        announce(&mut s, T0, 10, &[], &[]);
+        // A link opens at 100 ms; a segment nobody has announced waits for its first
+        // announcement, which lists it: it comes from that peer.
+        s.handle(
+            MS(100),
+            Input::PeerConnected {
+                peer: 11,
+                swarm: swarm(),
+            },
+        );
+        assert!(submit(&mut s, MS(120), 1, shared(7, 10_000)).is_empty());
+        assert_eq!(
+            s.next_wakeup(MS(120)),
+            Some(MS(100) + FIRST_ANNOUNCEMENT_WAIT)
+        );
+        assert_eq!(
+            announce(&mut s, MS(300), 11, &[7], &[]),
+            vec![Action::StartPeer {
+                id: 1,
+                peer: 11,
+                from: 0
+            }]
+        );
+        // A link that stays silent holds seeding back no longer than the wait.
+        s.handle(
+            MS(1_000),
+            Input::PeerConnected {
+                peer: 12,
+                swarm: swarm(),
+            },
+        );
+        assert!(submit(&mut s, MS(1_000), 2, shared(8, 10_000)).is_empty());
+        assert_eq!(
+            s.poll(MS(1_000) + FIRST_ANNOUNCEMENT_WAIT),
+            vec![Action::StartHttp {
+                id: 2,
                 attempt: 0,
                 from: 0
             }]

@@ -17,7 +17,7 @@ use crate::model::{
 };
 use crate::scheduler::{SchedulerConfig, SegmentRequest, Share, ShareKey};
 use bytes::Bytes;
-use std::collections::{HashMap, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use tokio::sync::{Notify, mpsc};
@@ -710,9 +710,8 @@ struct TrackDriver {
     epoch_start: Option<(u64, Duration)>,
     /// `track.id`, shared by every chunk.
     track_id: Arc<str>,
-    /// The first media sequence number of an HLS playlist with EXT-X-ENDLIST: its segments
-    /// are known to peers by position, as p2p-media-loader numbers them.
-    numbered_from: Option<u64>,
+    /// The mesh ids of the rendition's segments.
+    ids: SegmentIds,
     /// Live segments requested ahead, by ascending sequence.
     ahead: VecDeque<Ahead>,
 }
@@ -787,31 +786,54 @@ impl TrackDriver {
             timestamps_restart: false,
             epoch_start: None,
             ahead: VecDeque::new(),
-            numbered_from: None,
+            ids: SegmentIds::default(),
         }
     }
 
     /// Takes a (re)loaded timeline as the current one.
-    fn adopt_timeline(&mut self, timeline: &MediaTimeline) {
+    async fn adopt_timeline(&mut self, timeline: &MediaTimeline) {
         self.control.set_timeline(timeline);
-        let hls = matches!(
-            self.track.renditions[self.rendition].source,
-            RenditionSource::HlsMediaPlaylist
-        );
-        self.numbered_from = (hls && timeline.end_list)
-            .then(|| timeline.first_sequence())
-            .flatten();
+        let rendition = &self.track.renditions[self.rendition];
+        if rendition.source != RenditionSource::HlsMediaPlaylist {
+            return;
+        }
+        let withheld = self.ids.update(&rendition.url, timeline);
+        if withheld.is_empty() {
+            return;
+        }
+        // What this peer holds or loads under those ids is neither served nor announced.
+        if let Some(swarm) = self.swarm() {
+            for segment in withheld {
+                let key = ShareKey {
+                    swarm: swarm.info_hash.clone(),
+                    segment,
+                };
+                self.ctx.delivery.withdraw(key).await;
+            }
+        }
     }
 
-    /// The segment's id in the mesh, as p2p-media-loader's hls.js integration assigns it: the
-    /// media sequence number while the playlist is live, the 0-based position in the playlist
-    /// once it has EXT-X-ENDLIST. DASH: the segment number.
-    fn mesh_segment_id(&self, segment: &Segment) -> crate::mesh::SegmentId {
-        let id = match self.numbered_from {
-            Some(first) => segment.sequence.saturating_sub(first),
-            None => segment.sequence,
-        };
-        i64::try_from(id).unwrap_or(i64::MAX)
+    /// The swarm of the current rendition, with the mesh on.
+    fn swarm(&self) -> Option<Swarm> {
+        let mesh = self.ctx.config.mesh.as_ref()?;
+        Some(Swarm::for_rendition(
+            self.ctx
+                .manifest_url
+                .get()
+                .unwrap_or(&self.ctx.config.location),
+            mesh.swarm_id.as_deref(),
+            self.track.kind,
+            &self.track.renditions[self.rendition],
+        ))
+    }
+
+    /// The segment's id in the mesh; None when two segments have it (see [`SegmentIds`]).
+    fn mesh_segment_id(&self, segment: &Segment) -> Option<crate::mesh::SegmentId> {
+        match self.track.renditions[self.rendition].source {
+            RenditionSource::HlsMediaPlaylist => self.ids.get(segment.sequence),
+            // DASH: the segment number.
+            RenditionSource::Dash { .. } => i64::try_from(segment.sequence).ok(),
+        }
     }
 
     /// The rendition's current segment list: a (re)loaded HLS media playlist or DASH timeline.
@@ -871,7 +893,7 @@ impl TrackDriver {
             Some(t) => t,
             None => self.load_timeline().await?,
         };
-        self.adopt_timeline(&timeline);
+        self.adopt_timeline(&timeline).await;
         let mut next_sequence = if timeline.is_live {
             timeline.live_start_sequence_behind(self.ctx.config.live_delay)
         } else {
@@ -1020,7 +1042,7 @@ impl TrackDriver {
                     match self.load_timeline().await {
                         Ok(t) => {
                             timeline = t;
-                            self.adopt_timeline(&timeline);
+                            self.adopt_timeline(&timeline).await;
                             self.discont = true;
                             self.last_init = None;
                             self.ahead.clear();
@@ -1093,7 +1115,7 @@ impl TrackDriver {
                 self.warn(e).await;
             }
         }
-        self.adopt_timeline(timeline);
+        self.adopt_timeline(timeline).await;
         self.last_init = None;
         self.discont = true;
         self.epoch_start = None;
@@ -1143,7 +1165,7 @@ impl TrackDriver {
                     *unchanged = 0;
                 }
                 *timeline = fresh;
-                self.adopt_timeline(timeline);
+                self.adopt_timeline(timeline).await;
                 Ok(())
             }
             Err(e) => {
@@ -1392,21 +1414,14 @@ impl TrackDriver {
     /// How the mesh shares this segment: its swarm, id and published hash.
     async fn share(&self, segment: &Segment, live: bool) -> Option<Share> {
         let mesh = self.ctx.config.mesh.as_ref()?;
-        let rendition = &self.track.renditions[self.rendition];
-        let swarm = Swarm::for_rendition(
-            self.ctx
-                .manifest_url
-                .get()
-                .unwrap_or(&self.ctx.config.location),
-            mesh.swarm_id.as_deref(),
-            self.track.kind,
-            rendition,
-        );
+        let swarm = self.swarm()?;
+        // A withheld id is neither served nor taken from peers (see [`SegmentIds`]).
+        let id = self.mesh_segment_id(segment)?;
         let hash = self.segment_hash(mesh, &segment.resource, live).await;
         Some(Share {
             key: ShareKey {
                 swarm: swarm.info_hash,
-                segment: self.mesh_segment_id(segment),
+                segment: id,
             },
             from_peers: hash.is_some() || !mesh.integrity_required,
             hash,
@@ -1492,6 +1507,95 @@ impl TrackDriver {
         })?;
         self.ctx.keys.lock().await.insert(url.clone(), key);
         Ok(key)
+    }
+}
+
+/// The mesh ids of one HLS rendition's segments, as p2p-media-loader's hls.js integration
+/// gives them: a segment first seen while the playlist is live is known by its media sequence
+/// number, one first seen in a playlist with EXT-X-ENDLIST by its 0-based position in it, and
+/// an id once given never changes. So when a sliding live playlist ends, the segments its last
+/// reload appends get the ids of their positions, which older segments may have had as
+/// sequence numbers: peers then ask for one meaning the other. Such ids are withheld, neither
+/// served nor taken from peers: while the playlist slides, the live ids a last reload could
+/// give again, and any id given twice.
+#[derive(Debug, Default)]
+struct SegmentIds {
+    /// The playlist the ids belong to; another one starts afresh.
+    playlist: Option<Url>,
+    /// The ids of the segments the playlist lists.
+    by_sequence: BTreeMap<u64, crate::mesh::SegmentId>,
+    /// The lowest and highest ids given by media sequence number.
+    live_ids: Option<(crate::mesh::SegmentId, crate::mesh::SegmentId)>,
+    /// Positions a last reload could give: at most the longest playlist plus two.
+    risky: BTreeSet<crate::mesh::SegmentId>,
+    /// Ids not shared: a subset of `risky` and of the positions given after EXT-X-ENDLIST.
+    withheld: BTreeSet<crate::mesh::SegmentId>,
+}
+
+impl SegmentIds {
+    /// How many segments the reload that ends a live playlist is taken to append at most.
+    const LAST_RELOAD_APPENDS: u64 = 3;
+
+    /// Follows a (re)loaded playlist; returns the ids withheld from now on.
+    fn update(&mut self, playlist: &Url, timeline: &MediaTimeline) -> Vec<crate::mesh::SegmentId> {
+        if self.playlist.as_ref() != Some(playlist) {
+            *self = SegmentIds {
+                playlist: Some(playlist.clone()),
+                ..Default::default()
+            };
+        }
+        let before = self.withheld.clone();
+        let first = timeline.first_sequence().unwrap_or(u64::MAX);
+        self.by_sequence = self.by_sequence.split_off(&first);
+        let len = timeline.segments.len() as u64;
+        if !timeline.end_list && first > 0 {
+            // Were this the last reload, the segments it appends would take these positions.
+            let positions = len.saturating_sub(Self::LAST_RELOAD_APPENDS)..=len + 1;
+            for id in positions.filter_map(|id| i64::try_from(id).ok()) {
+                self.risky.insert(id);
+                if self.given_live(id) {
+                    self.withheld.insert(id);
+                }
+            }
+        }
+        for (index, segment) in timeline.segments.iter().enumerate() {
+            if self.by_sequence.contains_key(&segment.sequence) {
+                continue;
+            }
+            let id = if timeline.end_list {
+                index as u64
+            } else {
+                segment.sequence
+            };
+            let id = i64::try_from(id).unwrap_or(i64::MAX);
+            if timeline.end_list {
+                if self.given_live(id) {
+                    self.withheld.insert(id);
+                }
+            } else {
+                self.live_ids = Some(
+                    self.live_ids
+                        .map_or((id, id), |(low, high)| (low.min(id), high.max(id))),
+                );
+                if self.risky.contains(&id) {
+                    self.withheld.insert(id);
+                }
+            }
+            self.by_sequence.insert(segment.sequence, id);
+        }
+        self.withheld.difference(&before).copied().collect()
+    }
+
+    /// Whether a segment may have had this id by its media sequence number.
+    fn given_live(&self, id: crate::mesh::SegmentId) -> bool {
+        self.live_ids
+            .is_some_and(|(low, high)| (low..=high).contains(&id))
+    }
+
+    /// The id of the segment, unless it is withheld.
+    fn get(&self, sequence: u64) -> Option<crate::mesh::SegmentId> {
+        let id = *self.by_sequence.get(&sequence)?;
+        (!self.withheld.contains(&id)).then_some(id)
     }
 }
 
@@ -1581,6 +1685,74 @@ mod tests {
             end_list: true,
             hold_back: Duration::ZERO,
         }
+    }
+
+    fn playlist(first: u64, count: usize, end_list: bool) -> MediaTimeline {
+        let mut t = timeline(&vec![0; count], 2000);
+        for (i, s) in t.segments.iter_mut().enumerate() {
+            s.sequence = first + i as u64;
+        }
+        t.end_list = end_list;
+        t
+    }
+
+    #[test]
+    fn segment_ids_follow_p2p_media_loader_and_never_reuse_an_id() {
+        let url = Url::parse("http://origin.test/live.m3u8").unwrap();
+        // VOD with EXT-X-MEDIA-SEQUENCE:100: by position.
+        let mut ids = SegmentIds::default();
+        assert!(ids.update(&url, &playlist(100, 5, true)).is_empty());
+        assert_eq!((ids.get(100), ids.get(104)), (Some(0), Some(4)));
+        // Live: by media sequence number, kept as the window slides. The positions a last
+        // reload could give (2..=6) are no live ids here.
+        let mut ids = SegmentIds::default();
+        assert!(ids.update(&url, &playlist(10, 5, false)).is_empty());
+        assert!(ids.update(&url, &playlist(11, 5, false)).is_empty());
+        assert_eq!(
+            (ids.get(10), ids.get(11), ids.get(15)),
+            (None, Some(11), Some(15))
+        );
+        // EXT-X-ENDLIST with one more segment, 16, at position 4 of 12..=16: p2p-media-loader
+        // gives it id 4, which no segment here had.
+        assert!(ids.update(&url, &playlist(12, 5, true)).is_empty());
+        assert_eq!((ids.get(12), ids.get(16)), (Some(12), Some(4)));
+
+        // A young stream: 0..=13 listed, then the window slides. Were the next reload the last,
+        // the segments it appends would get ids 11..=15, which segments 11..=15 have: those
+        // are withheld as soon as the window slides, and as they appear.
+        let mut ids = SegmentIds::default();
+        assert!(ids.update(&url, &playlist(0, 14, false)).is_empty());
+        assert_eq!(ids.get(13), Some(13));
+        assert_eq!(
+            ids.update(&url, &playlist(1, 14, false)),
+            vec![11, 12, 13, 14]
+        );
+        assert_eq!(ids.update(&url, &playlist(2, 14, false)), vec![15]);
+        assert_eq!(
+            (ids.get(10), ids.get(13), ids.get(16)),
+            (Some(10), None, None)
+        );
+        for first in 3..12 {
+            assert!(ids.update(&url, &playlist(first, 14, false)).is_empty());
+        }
+        assert_eq!((ids.get(16), ids.get(24)), (Some(16), Some(24)));
+        // It ends: segment 25 is at position 13, an id segment 13 had. Neither is shared.
+        assert!(ids.update(&url, &playlist(12, 14, true)).is_empty());
+        assert_eq!(
+            (ids.get(13), ids.get(25), ids.get(24)),
+            (None, None, Some(24))
+        );
+
+        // A last reload that appends more than foreseen: the id given twice is withheld then.
+        let mut ids = SegmentIds::default();
+        ids.update(&url, &playlist(0, 6, false));
+        assert_eq!(ids.update(&url, &playlist(1, 6, true)), vec![5]);
+        assert_eq!((ids.get(6), ids.get(5), ids.get(4)), (None, None, Some(4)));
+
+        // Another rendition starts afresh.
+        let other = Url::parse("http://origin.test/other.m3u8").unwrap();
+        assert!(ids.update(&other, &playlist(100, 3, false)).is_empty());
+        assert_eq!(ids.get(100), Some(100));
     }
 
     #[test]

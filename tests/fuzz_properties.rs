@@ -176,13 +176,11 @@ fn the_seeds_are_valid_inputs() {
     assert_eq!(index.references.len(), 2);
 }
 
-/// Found by the `dash_mpd` fuzzer: `check_xml` in `src/dash.rs` cuts an XML error message with
+/// Found by the `dash_mpd` fuzzer: `check_xml` in `src/dash.rs` cut an XML error message with
 /// `String::truncate(160)`, which panics when byte 160 falls inside a UTF-8 character (here
-/// one of the input's own, echoed in quick-xml's message; `parse_mpd` does the same with 200).
-/// `src/dash*` is not this branch's to change: ignored until its owner replaces the truncation
-/// with one on a character boundary.
+/// one of the input's own, echoed in quick-xml's message). Messages are now cut on character
+/// boundaries (`error::clipped`).
 #[test]
-#[ignore = "panics in src/dash.rs (String::truncate inside a UTF-8 character)"]
 fn dash_parser_survives_an_error_message_cut_inside_a_character() {
     let input = include_bytes!("../fuzz/regressions/dash_mpd/truncate-inside-utf8");
     harness::dash_mpd(input);

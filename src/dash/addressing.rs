@@ -104,7 +104,11 @@ pub fn parse_sidx(file_offset: u64, data: &[u8]) -> Result<SegmentIndex, String>
         if sidx.timescale == 0 {
             return Err("sidx timescale is 0".into());
         }
-        let mut offset = file_offset + (position + total) as u64 + sidx.first_offset;
+        let overflow = || "sidx offsets run past the largest file size".to_string();
+        let mut offset = file_offset
+            .checked_add((position + total) as u64)
+            .and_then(|o| o.checked_add(sidx.first_offset))
+            .ok_or_else(overflow)?;
         let mut references = Vec::with_capacity(sidx.references.len());
         for reference in &sidx.references {
             if reference.reference_type {
@@ -120,7 +124,7 @@ pub fn parse_sidx(file_offset: u64, data: &[u8]) -> Result<SegmentIndex, String>
                 ByteRange { offset, length },
                 u64::from(reference.subsegment_duration),
             ));
-            offset += length;
+            offset = offset.checked_add(length).ok_or_else(overflow)?;
         }
         return Ok(SegmentIndex {
             timescale: u64::from(sidx.timescale),

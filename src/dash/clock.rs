@@ -69,7 +69,6 @@ pub fn parse_utc_time(text: &str) -> Result<DateTime<Utc>, String> {
     if let Ok(time) = DateTime::parse_from_str(&normalised, "%Y-%m-%dT%H:%M:%S%.f%z") {
         return Ok(time.with_timezone(&Utc));
     }
-    let mut shown = text.to_string();
-    shown.truncate(60);
+    let shown = crate::error::clipped(text, 60);
     Err(format!("not a date and time: {shown:?}"))
 }
