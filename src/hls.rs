@@ -11,6 +11,10 @@ use m3u8_rs::{
 use std::time::Duration;
 use url::Url;
 
+/// The longest EXTINF or HOLD-BACK taken (a week): a longer EXTINF is an error and a longer
+/// HOLD-BACK is ignored, so that sums of durations never overflow.
+const MAX_TAG_DURATION: Duration = Duration::from_secs(7 * 24 * 3600);
+
 /// What a manifest URL turned out to be.
 #[derive(Debug, Clone)]
 pub enum Manifest {
@@ -296,8 +300,8 @@ fn server_hold_back(media: &MediaPlaylist) -> Option<Duration> {
         (name.trim() == "HOLD-BACK")
             .then(|| value.trim().parse::<f64>().ok())
             .flatten()
-            .filter(|v| v.is_finite() && *v >= 0.0)
-            .map(Duration::from_secs_f64)
+            .and_then(|v| Duration::try_from_secs_f64(v).ok())
+            .filter(|d| *d <= MAX_TAG_DURATION)
     })
 }
 
@@ -385,13 +389,15 @@ fn timeline_from_media(url: &Url, media: &MediaPlaylist) -> Result<MediaTimeline
                 })
             }
         };
-        if !seg.duration.is_finite() || seg.duration < 0.0 {
+        let duration = Duration::try_from_secs_f64(seg.duration as f64)
+            .ok()
+            .filter(|d| *d <= MAX_TAG_DURATION);
+        let Some(duration) = duration else {
             return Err(invalid(
                 url,
                 format!("bad EXTINF duration {} for {}", seg.duration, seg.uri),
             ));
-        }
-        let duration = Duration::from_secs_f64(seg.duration as f64);
+        };
         let encryption = encryption_key.as_ref().map(|(key_url, iv)| Encryption {
             key_url: key_url.clone(),
             iv: iv.unwrap_or_else(|| (sequence as u128).to_be_bytes()),

@@ -185,3 +185,28 @@ fn dash_parser_survives_an_error_message_cut_inside_a_character() {
     let input = include_bytes!("../fuzz/regressions/dash_mpd/truncate-inside-utf8");
     harness::dash_mpd(input);
 }
+
+/// Found by the `hls_manifest` fuzzer: an `EXTINF` of 2.4e36 s is finite, but
+/// `Duration::from_secs_f64` panics on it. Durations past a week are now refused with an error
+/// naming the tag, and a `HOLD-BACK` or DASH `availabilityTimeOffset` that large is ignored.
+#[test]
+fn hls_parser_refuses_an_extinf_no_duration_can_hold() {
+    let input = include_bytes!("../fuzz/regressions/hls_manifest/extinf-beyond-duration");
+    harness::hls_manifest(input);
+    let url = url::Url::parse("http://origin.test/live/media.m3u8").unwrap();
+    let huge = format!(
+        "#EXTM3U\n#EXT-X-TARGETDURATION:2\n#EXTINF:{},\na.ts\n#EXT-X-ENDLIST\n",
+        "4".repeat(37)
+    );
+    let error = gstmesh::hls::parse_media_playlist(&url, huge.as_bytes()).unwrap_err();
+    assert!(error.to_string().contains("bad EXTINF duration"), "{error}");
+    let week_and_a_second =
+        b"#EXTM3U\n#EXT-X-TARGETDURATION:2\n#EXTINF:604801,\na.ts\n#EXT-X-ENDLIST\n";
+    assert!(gstmesh::hls::parse_media_playlist(&url, week_and_a_second).is_err());
+    let a_week = b"#EXTM3U\n#EXT-X-TARGETDURATION:604800\n#EXTINF:604800,\na.ts\n#EXT-X-ENDLIST\n";
+    let timeline = gstmesh::hls::parse_media_playlist(&url, a_week).unwrap();
+    assert_eq!(
+        timeline.segments[0].duration,
+        std::time::Duration::from_secs(604_800)
+    );
+}

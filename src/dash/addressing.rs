@@ -473,8 +473,9 @@ impl<'a> RepContext<'a> {
             Addressing::Base(b) => b.availabilityTimeOffset,
             _ => None,
         };
-        ato.filter(|a| a.is_finite() && *a > 0.0)
-            .map(Duration::from_secs_f64)
+        // Past a segment's own span the offset means nothing; a day bounds the arithmetic.
+        ato.and_then(|a| Duration::try_from_secs_f64(a).ok())
+            .filter(|a| *a <= Duration::from_secs(24 * 3600))
             .unwrap_or_default()
     }
 
