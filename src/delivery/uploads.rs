@@ -105,11 +105,7 @@ impl UploadTurns {
         request_id: protocol::RequestId,
     ) -> Vec<UploadAction> {
         let mut out = Vec::new();
-        if self
-            .turn
-            .is_some_and(|t| t.link == link && t.request_id == request_id)
-        {
-            self.turn = None;
+        if self.end_turn(link, request_id) {
             out.push(UploadAction::Stop { link });
         }
         if self
@@ -121,6 +117,17 @@ impl UploadTurns {
         }
         self.next(now, &mut out);
         out
+    }
+
+    /// Ends the turn if it is this upload's; whether it was.
+    fn end_turn(&mut self, link: PeerRef, request_id: protocol::RequestId) -> bool {
+        let ends = self
+            .turn
+            .is_some_and(|t| t.link == link && t.request_id == request_id);
+        if ends {
+            self.turn = None;
+        }
+        ends
     }
 
     /// The sending link handed another data message to the transport.
@@ -141,12 +148,7 @@ impl UploadTurns {
         request_id: protocol::RequestId,
     ) -> Vec<UploadAction> {
         let mut out = Vec::new();
-        if self
-            .turn
-            .is_some_and(|t| t.link == link && t.request_id == request_id)
-        {
-            self.turn = None;
-        }
+        self.end_turn(link, request_id);
         self.next(now, &mut out);
         out
     }
