@@ -618,9 +618,10 @@ struct SeekTrace {
 }
 
 /// A seek sent up one pad only (as playbin3 sends it, up one sink's path) moves every pad:
-/// each flushes and restarts with the seek's seqnum, the same seek arriving again on the
-/// other pad is done once, the segments follow the target, and position and duration
-/// queries agree on every pad.
+/// each flushes and restarts with the seek's seqnum, every pad starts flushing before any
+/// stops (as adaptivedemux2 flushes; a flush of one stream while another plays on left
+/// playbin3 stuck now and then), the same seek arriving again on the other pad is done once,
+/// the segments follow the target, and position and duration queries agree on every pad.
 #[test]
 fn a_seek_up_one_pad_moves_every_pad_once_with_its_seqnum() {
     let env = Env::new();
@@ -646,8 +647,11 @@ fn a_seek_up_one_pad_moves_every_pad_once_with_its_seqnum() {
             .expect("sink pad")
     };
     let traces: Arc<Mutex<std::collections::BTreeMap<String, SeekTrace>>> = Arc::default();
+    // Flush events of both pads in the order they came: (pad, is a flush-start).
+    let flushes: Arc<Mutex<Vec<(&'static str, bool)>>> = Arc::default();
     for pad in ["video_00", "audio_00"] {
         let traces = traces.clone();
+        let flushes = flushes.clone();
         let key = pad.to_string();
         sink_pad(pad).add_probe(
             gst::PadProbeType::EVENT_DOWNSTREAM | gst::PadProbeType::EVENT_FLUSH,
@@ -655,8 +659,13 @@ fn a_seek_up_one_pad_moves_every_pad_once_with_its_seqnum() {
                 if let Some(gst::PadProbeData::Event(ev)) = &info.data {
                     let mut traces = traces.lock().unwrap_or_else(|e| e.into_inner());
                     let t = traces.entry(key.clone()).or_default();
+                    let mut flushes = flushes.lock().unwrap_or_else(|e| e.into_inner());
                     match ev.view() {
-                        gst::EventView::FlushStop(_) => t.flush_stops.push(ev.seqnum()),
+                        gst::EventView::FlushStart(_) => flushes.push((pad, true)),
+                        gst::EventView::FlushStop(_) => {
+                            flushes.push((pad, false));
+                            t.flush_stops.push(ev.seqnum())
+                        }
                         gst::EventView::Segment(s) => {
                             t.segments.push((ev.seqnum(), s.segment().clone()))
                         }
@@ -712,6 +721,17 @@ fn a_seek_up_one_pad_moves_every_pad_once_with_its_seqnum() {
         run.snapshot().errors_text()
     );
     let traces = traces.lock().unwrap_or_else(|e| e.into_inner()).clone();
+    let flushes = flushes.lock().unwrap_or_else(|e| e.into_inner()).clone();
+    let first_stop = flushes.iter().position(|(_, start)| !start);
+    for pad in ["video_00", "audio_00"] {
+        let started = flushes[..first_stop.unwrap_or(flushes.len())]
+            .iter()
+            .any(|&(p, start)| p == pad && start);
+        assert!(
+            started,
+            "{pad} had not started flushing at the first flush-stop: {flushes:?}"
+        );
+    }
     for pad in ["video_00", "audio_00"] {
         let t = &traces[pad];
         assert_eq!(t.flush_stops, [seqnum], "{pad}: flushes {t:?}");

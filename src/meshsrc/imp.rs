@@ -1183,6 +1183,16 @@ impl MeshSrc {
             gst::GenericFormattedValue::Time(t) => t,
             _ => None,
         };
+        // Every pad stops before any restarts, as adaptivedemux2 does: downstream elements
+        // that follow several of the streams (decodebin3, playsink) see one flush, not a
+        // flush of one stream while the others still play.
+        if flags.contains(gst::SeekFlags::FLUSH) {
+            for src in &srcs {
+                if let Some(pad) = src.static_pad("src") {
+                    pad.push_event(gst::event::FlushStart::builder().seqnum(seqnum).build());
+                }
+            }
+        }
         let mut done = true;
         for src in srcs {
             let pad_seek = gst::event::Seek::builder(
