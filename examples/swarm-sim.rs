@@ -1793,6 +1793,7 @@ impl<'a> Sim<'a> {
                 segment: sequence,
             },
             from_peers,
+            id_ambiguous: false,
             hash: None,
         });
         let kind = Kind::Media {

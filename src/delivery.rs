@@ -315,6 +315,20 @@ impl Pending {
         self.request.resource.range.map(|r| r.length)
     }
 
+    fn id_ambiguous(&self) -> bool {
+        self.request.share.as_ref().is_some_and(|s| s.id_ambiguous)
+    }
+
+    /// Takes the size claims that `is_false` proves lies; under an ambiguous id none is one
+    /// (the peer may have meant another segment).
+    fn false_claims(&mut self, is_false: impl Fn(u64) -> bool) -> Vec<Claim> {
+        let claims = std::mem::take(&mut self.claims);
+        if self.id_ambiguous() {
+            return Vec::new();
+        }
+        claims.into_iter().filter(|c| is_false(c.total)).collect()
+    }
+
     fn drop_peer_bytes(&mut self) {
         self.data.clear();
         self.from_peers = false;
@@ -504,8 +518,8 @@ impl Hub {
                 });
                 self.http_aborts.insert(id, handle);
                 // Announced as loading only when it will be served to peers afterwards.
-                if let Some(share) =
-                    share.filter(|s| self.upload && !self.withdrawn.contains(&s.key))
+                if let Some(share) = share
+                    .filter(|s| self.upload && !s.id_ambiguous && !self.withdrawn.contains(&s.key))
                 {
                     let key = (share.key.swarm.clone(), share.key.segment);
                     if self.loading.insert(key) {
@@ -536,7 +550,11 @@ impl Hub {
                 pending.data.truncate(from as usize);
                 pending.peer = Some(peer);
                 pending.begin_transfer();
-                let exact_size = pending.known_size().map(|len| len.saturating_sub(from));
+                // A peer meaning another segment by an ambiguous id may state another size.
+                let exact_size = pending
+                    .known_size()
+                    .filter(|_| !pending.id_ambiguous())
+                    .map(|len| len.saturating_sub(from));
                 link.inbound.ask(Asked {
                     request: id,
                     exact_size,
@@ -620,7 +638,7 @@ impl Hub {
                 pending.final_url = Some(fetched.final_url);
                 // The origin has said how long the segment is: every other claim was a lie.
                 let size = pending.data.len() as u64;
-                liars.extend(pending.claims.drain(..).filter(|c| c.total != size));
+                liars.extend(pending.false_claims(|total| total != size));
                 let expected = pending.request.share.as_ref().and_then(|s| s.hash);
                 if pending.from_peers
                     && let Some(hash) = expected
@@ -638,7 +656,7 @@ impl Hub {
                 if from > 0 && e.http_status() == Some(416) {
                     // Nothing at or past `from`: the segment is shorter than every claim that
                     // reached past it.
-                    liars.extend(pending.claims.drain(..).filter(|c| c.total > from));
+                    liars.extend(pending.false_claims(|total| total > from));
                     pending.drop_peer_bytes();
                 }
                 Err(e)
@@ -679,7 +697,7 @@ impl Hub {
         let trusted = share
             .hash
             .is_none_or(|hash| integrity::verify(bytes, &hash));
-        if !trusted || !self.upload || self.withdrawn.contains(&share.key) {
+        if !trusted || !self.upload || share.id_ambiguous || self.withdrawn.contains(&share.key) {
             return;
         }
         let mut cache = self.cache.lock().expect("cache lock");
@@ -1117,7 +1135,7 @@ impl Hub {
                 // The hash vouches for the size too: earlier claims of another size were lies.
                 if verified.is_some() {
                     let size = pending.data.len() as u64;
-                    liars.extend(pending.claims.drain(..).filter(|c| c.total != size));
+                    liars.extend(pending.false_claims(|total| total != size));
                 }
                 PeerOutcome::Complete
             }

@@ -54,6 +54,10 @@ pub struct Share {
     pub key: ShareKey,
     /// Peers may serve it: a published hash can verify their data, or integrity is off.
     pub from_peers: bool,
+    /// Honest peers may hold another segment under this id (p2p-media-loader reuses HLS ids
+    /// when a live playlist ends): it is never served or announced, and data that fails its
+    /// hash is no proof that the peer lied.
+    pub id_ambiguous: bool,
     /// The SHA-256 the origin published for it, when known.
     pub hash: Option<crate::mesh::integrity::Sha256Hash>,
 }
@@ -238,6 +242,24 @@ struct Entry {
     submitted: Time,
 }
 
+impl Entry {
+    /// The peer data failed the published hash: it was dropped, the CDN serves the segment,
+    /// and the peers that sent it are banned, unless they may have meant another segment.
+    fn failed_verification(&mut self, actions: &mut Vec<Action>) {
+        let contributors = std::mem::take(&mut self.contributors);
+        if !self.request.share.as_ref().is_some_and(|s| s.id_ambiguous) {
+            actions.extend(
+                contributors
+                    .into_iter()
+                    .map(|peer| Action::BanPeer { peer }),
+            );
+        }
+        self.received = 0;
+        self.cdn_only = true;
+        self.phase = Phase::Queued;
+    }
+}
+
 #[derive(Debug)]
 struct PeerInfo {
     swarm: InfoHash,
@@ -355,12 +377,7 @@ impl Scheduler {
                     if entry.phase == Phase::Http {
                         self.http_running -= 1;
                     }
-                    for peer in std::mem::take(&mut entry.contributors) {
-                        actions.push(Action::BanPeer { peer });
-                    }
-                    entry.received = 0;
-                    entry.cdn_only = true;
-                    entry.phase = Phase::Queued;
+                    entry.failed_verification(&mut actions);
                 }
             }
             Input::PeerConnected { peer, swarm } => {
@@ -489,12 +506,7 @@ impl Scheduler {
             }
             PeerOutcome::Corrupt => {
                 entry.contributors.insert(peer);
-                for peer in std::mem::take(&mut entry.contributors) {
-                    actions.push(Action::BanPeer { peer });
-                }
-                entry.received = 0;
-                entry.cdn_only = true;
-                entry.phase = Phase::Queued;
+                entry.failed_verification(actions);
             }
         }
     }
@@ -1016,6 +1028,7 @@ mod tests {
                     segment,
                 },
                 from_peers: true,
+                id_ambiguous: false,
                 hash: None,
             }),
             deadline: Some(MS(deadline_ms)),
@@ -1820,6 +1833,35 @@ mod tests {
                     from: 0
                 }
             ]
+        );
+    }
+
+    #[test]
+    fn data_that_fails_the_hash_of_an_ambiguous_id_bans_nobody() {
+        let mut s = with_peers(SchedulerConfig::default(), &[10]);
+        announce(&mut s, T0, 10, &[13], &[]);
+        let mut request = shared(13, 20_000);
+        request.share.as_mut().unwrap().id_ambiguous = true;
+        let a = submit(&mut s, T0, 1, request);
+        assert!(
+            matches!(a[..], [Action::StartPeer { peer: 10, .. }]),
+            "{a:?}"
+        );
+        s.handle(MS(10), progress(90_000, 90_000));
+        // The peer may have sent the other segment it knows by id 13: the CDN, no ban.
+        assert_eq!(
+            s.handle(
+                MS(20),
+                Input::PeerFinished {
+                    id: 1,
+                    outcome: PeerOutcome::Corrupt
+                }
+            ),
+            vec![Action::StartHttp {
+                id: 1,
+                attempt: 0,
+                from: 0
+            }]
         );
     }
 

@@ -801,7 +801,7 @@ impl TrackDriver {
         if withheld.is_empty() {
             return;
         }
-        // What this peer holds or loads under those ids is neither served nor announced.
+        // What this peer holds or loads under those ids is no longer served or announced.
         if let Some(swarm) = self.swarm() {
             for segment in withheld {
                 let key = ShareKey {
@@ -827,12 +827,16 @@ impl TrackDriver {
         ))
     }
 
-    /// The segment's id in the mesh; None when two segments have it (see [`SegmentIds`]).
-    fn mesh_segment_id(&self, segment: &Segment) -> Option<crate::mesh::SegmentId> {
+    /// The segment's id in the mesh, and whether another segment may have it at honest peers
+    /// (see [`SegmentIds`]).
+    fn mesh_segment_id(&self, segment: &Segment) -> Option<(crate::mesh::SegmentId, bool)> {
         match self.track.renditions[self.rendition].source {
-            RenditionSource::HlsMediaPlaylist => self.ids.get(segment.sequence),
+            RenditionSource::HlsMediaPlaylist => {
+                let id = self.ids.id(segment.sequence)?;
+                Some((id, self.ids.is_withheld(id)))
+            }
             // DASH: the segment number.
-            RenditionSource::Dash { .. } => i64::try_from(segment.sequence).ok(),
+            RenditionSource::Dash { .. } => Some((i64::try_from(segment.sequence).ok()?, false)),
         }
     }
 
@@ -1415,15 +1419,16 @@ impl TrackDriver {
     async fn share(&self, segment: &Segment, live: bool) -> Option<Share> {
         let mesh = self.ctx.config.mesh.as_ref()?;
         let swarm = self.swarm()?;
-        // A withheld id is neither served nor taken from peers (see [`SegmentIds`]).
-        let id = self.mesh_segment_id(segment)?;
+        let (id, id_ambiguous) = self.mesh_segment_id(segment)?;
         let hash = self.segment_hash(mesh, &segment.resource, live).await;
         Some(Share {
             key: ShareKey {
                 swarm: swarm.info_hash,
                 segment: id,
             },
-            from_peers: hash.is_some() || !mesh.integrity_required,
+            // Data under an ambiguous id may be another segment's: only a hash can tell.
+            from_peers: hash.is_some() || (!mesh.integrity_required && !id_ambiguous),
+            id_ambiguous,
             hash,
         })
     }
@@ -1515,9 +1520,11 @@ impl TrackDriver {
 /// number, one first seen in a playlist with EXT-X-ENDLIST by its 0-based position in it, and
 /// an id once given never changes. So when a sliding live playlist ends, the segments its last
 /// reload appends get the ids of their positions, which older segments may have had as
-/// sequence numbers: peers then ask for one meaning the other. Such ids are withheld, neither
-/// served nor taken from peers: while the playlist slides, the live ids a last reload could
-/// give again, and any id given twice.
+/// sequence numbers: peers then ask for one meaning the other. Such ids are withheld: while
+/// the playlist slides, the live ids a last reload could give again, and any id given twice.
+/// This peer never serves or announces a withheld id, as a page would take whatever it is sent;
+/// it still takes the segment from peers against its published hash, and a mismatch there is
+/// no proof of a lie (the peer may mean the other segment).
 #[derive(Debug, Default)]
 struct SegmentIds {
     /// The playlist the ids belong to; another one starts afresh.
@@ -1528,7 +1535,7 @@ struct SegmentIds {
     live_ids: Option<(crate::mesh::SegmentId, crate::mesh::SegmentId)>,
     /// Positions a last reload could give: at most the longest playlist plus two.
     risky: BTreeSet<crate::mesh::SegmentId>,
-    /// Ids not shared: a subset of `risky` and of the positions given after EXT-X-ENDLIST.
+    /// Ids never served: a subset of `risky` and of the positions given after EXT-X-ENDLIST.
     withheld: BTreeSet<crate::mesh::SegmentId>,
 }
 
@@ -1592,10 +1599,19 @@ impl SegmentIds {
             .is_some_and(|(low, high)| (low..=high).contains(&id))
     }
 
-    /// The id of the segment, unless it is withheld.
-    fn get(&self, sequence: u64) -> Option<crate::mesh::SegmentId> {
-        let id = *self.by_sequence.get(&sequence)?;
-        (!self.withheld.contains(&id)).then_some(id)
+    /// The id of a listed segment.
+    fn id(&self, sequence: u64) -> Option<crate::mesh::SegmentId> {
+        self.by_sequence.get(&sequence).copied()
+    }
+
+    fn is_withheld(&self, id: crate::mesh::SegmentId) -> bool {
+        self.withheld.contains(&id)
+    }
+
+    /// The id of a listed segment that this peer serves.
+    #[cfg(test)]
+    fn served(&self, sequence: u64) -> Option<crate::mesh::SegmentId> {
+        self.id(sequence).filter(|&id| !self.is_withheld(id))
     }
 }
 
@@ -1702,44 +1718,44 @@ mod tests {
         // VOD with EXT-X-MEDIA-SEQUENCE:100: by position.
         let mut ids = SegmentIds::default();
         assert!(ids.update(&url, &playlist(100, 5, true)).is_empty());
-        assert_eq!((ids.get(100), ids.get(104)), (Some(0), Some(4)));
+        assert_eq!((ids.served(100), ids.served(104)), (Some(0), Some(4)));
         // Live: by media sequence number, kept as the window slides. The positions a last
         // reload could give (2..=6) are no live ids here.
         let mut ids = SegmentIds::default();
         assert!(ids.update(&url, &playlist(10, 5, false)).is_empty());
         assert!(ids.update(&url, &playlist(11, 5, false)).is_empty());
         assert_eq!(
-            (ids.get(10), ids.get(11), ids.get(15)),
+            (ids.served(10), ids.served(11), ids.served(15)),
             (None, Some(11), Some(15))
         );
         // EXT-X-ENDLIST with one more segment, 16, at position 4 of 12..=16: p2p-media-loader
         // gives it id 4, which no segment here had.
         assert!(ids.update(&url, &playlist(12, 5, true)).is_empty());
-        assert_eq!((ids.get(12), ids.get(16)), (Some(12), Some(4)));
+        assert_eq!((ids.served(12), ids.served(16)), (Some(12), Some(4)));
 
         // A young stream: 0..=13 listed, then the window slides. Were the next reload the last,
         // the segments it appends would get ids 11..=15, which segments 11..=15 have: those
         // are withheld as soon as the window slides, and as they appear.
         let mut ids = SegmentIds::default();
         assert!(ids.update(&url, &playlist(0, 14, false)).is_empty());
-        assert_eq!(ids.get(13), Some(13));
+        assert_eq!(ids.served(13), Some(13));
         assert_eq!(
             ids.update(&url, &playlist(1, 14, false)),
             vec![11, 12, 13, 14]
         );
         assert_eq!(ids.update(&url, &playlist(2, 14, false)), vec![15]);
         assert_eq!(
-            (ids.get(10), ids.get(13), ids.get(16)),
+            (ids.served(10), ids.served(13), ids.served(16)),
             (Some(10), None, None)
         );
         for first in 3..12 {
             assert!(ids.update(&url, &playlist(first, 14, false)).is_empty());
         }
-        assert_eq!((ids.get(16), ids.get(24)), (Some(16), Some(24)));
+        assert_eq!((ids.served(16), ids.served(24)), (Some(16), Some(24)));
         // It ends: segment 25 is at position 13, an id segment 13 had. Neither is shared.
         assert!(ids.update(&url, &playlist(12, 14, true)).is_empty());
         assert_eq!(
-            (ids.get(13), ids.get(25), ids.get(24)),
+            (ids.served(13), ids.served(25), ids.served(24)),
             (None, None, Some(24))
         );
 
@@ -1747,12 +1763,15 @@ mod tests {
         let mut ids = SegmentIds::default();
         ids.update(&url, &playlist(0, 6, false));
         assert_eq!(ids.update(&url, &playlist(1, 6, true)), vec![5]);
-        assert_eq!((ids.get(6), ids.get(5), ids.get(4)), (None, None, Some(4)));
+        assert_eq!(
+            (ids.served(6), ids.served(5), ids.served(4)),
+            (None, None, Some(4))
+        );
 
         // Another rendition starts afresh.
         let other = Url::parse("http://origin.test/other.m3u8").unwrap();
         assert!(ids.update(&other, &playlist(100, 3, false)).is_empty());
-        assert_eq!(ids.get(100), Some(100));
+        assert_eq!(ids.served(100), Some(100));
     }
 
     #[test]
