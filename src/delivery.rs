@@ -9,7 +9,8 @@
 //!
 //! Hostile peers are held to bounds where their input enters: the reader reads at most
 //! [`LINK_COMMANDS_PER_SECOND`] commands and [`LINK_COMMAND_BYTES_PER_SECOND`] command bytes
-//! a second (beyond that the channel is not read, which closes the SCTP window), and passes on
+//! a second (beyond that the channel is not read; a link that keeps its budget spent for
+//! [`LINK_FLOOD_GRACE`] is cut as an offence, since the stack below still queues), and passes on
 //! at most [`LINK_ANNOUNCEMENTS_PER_SECOND`] announcements (the latest one wins). Answers to
 //! our requests are checked by [`inbound::Inbound`]; uploads take turns with a send deadline
 //! ([`uploads::UploadTurns`]). Protocol breaches are offences: the link closes, and the second
@@ -53,6 +54,10 @@ pub const LINK_CONTROL_QUEUE: usize = 64;
 pub const LINK_COMMANDS_PER_SECOND: f64 = 100.0;
 /// Bytes of commands read from one link per second, on average (bursts of twice that).
 pub const LINK_COMMAND_BYTES_PER_SECOND: f64 = 256.0 * 1024.0;
+/// How long a link may keep its command budget spent before it counts as flooding. While it
+/// is spent the link is not read, but the WebRTC stack below keeps accepting and queueing what
+/// the peer sends, so a peer that never slows down is cut, not only throttled.
+pub const LINK_FLOOD_GRACE: Duration = Duration::from_secs(3);
 /// Announcements passed on to the scheduler per link per second; the rest wait, and only the
 /// latest is kept.
 pub const LINK_ANNOUNCEMENTS_PER_SECOND: f64 = 5.0;
@@ -1199,6 +1204,8 @@ async fn read_link(
         now(),
     );
     let mut held_announcement: Option<Incoming> = None;
+    // Since when the budget has been spent at every read, if it has.
+    let mut spent_since: Option<Duration> = None;
     let at = |t: Duration| tokio::time::Instant::from_std(started + t);
     let reason = loop {
         let t = now();
@@ -1214,6 +1221,18 @@ async fn read_link(
                         let t = now();
                         commands.take(t, 1.0);
                         command_bytes.take(t, message.len() as f64);
+                        let spent = commands.ready_at(t, 1.0) != Some(t)
+                            || command_bytes.ready_at(t, 1.0) != Some(t);
+                        match (spent, spent_since) {
+                            (false, _) => spent_since = None,
+                            (true, None) => spent_since = Some(t),
+                            (true, Some(since)) if t.saturating_sub(since) > LINK_FLOOD_GRACE => {
+                                let reason = "commands beyond the link's budget".to_owned();
+                                let _ = hub.send(HubEvent::Malformed { link, reason }).await;
+                                return;
+                            }
+                            (true, Some(_)) => {}
+                        }
                     }
                     match decoder.push(message) {
                         Ok(Some(message @ Incoming::Command(Command::SegmentsAnnouncement { .. }))) => {
