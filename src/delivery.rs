@@ -17,8 +17,7 @@
 //! offence of a peer id or address bans it ([`crate::mesh::guard::Bans`]). Data that fails its
 //! hash, or a size claim the origin contradicts, bans at once.
 
-mod inbound;
-mod uploads;
+use mesh_core::delivery::{inbound, uploads};
 
 use crate::error::MeshError;
 use crate::fetch::{Fetched, HttpConfig, build_client, http_get};

@@ -1,23 +1,21 @@
 //! gst-mesh: `meshsrc`, an HLS and MPEG-DASH source whose segments come from the CDN or from
 //! other viewers over WebRTC data channels, chosen by a hybrid sans-IO scheduler.
 //!
-//! Everything but `meshsrc` is plain Rust with no GStreamer types.
+//! This crate is the GStreamer element and the tokio drivers that carry the sans-IO engine's
+//! inputs and outputs: the delivery hub, the track drivers, HTTP fetches, WebRTC links and
+//! tracker connections. What decides lives in `mesh_core`; the wire types in `mesh_proto`.
+//! The engine's modules are re-exported here under their own names.
 
 use gst::glib;
 
-pub mod abr;
-pub mod container;
-pub mod crypto;
+pub use mesh_core::{abr, container, crypto, error, hls, model, scheduler};
+
 pub mod dash;
 pub mod delivery;
-pub mod error;
 pub mod fetch;
-pub mod hls;
 pub mod mesh;
 pub mod meshsrc;
-pub mod model;
 pub mod runtime;
-pub mod scheduler;
 pub mod session;
 
 fn plugin_init(plugin: &gst::Plugin) -> Result<(), glib::BoolError> {

@@ -308,7 +308,7 @@ fn run_driver(test: &str, media: &Media, lanes: &[Lane]) -> Run {
         "media": media.dir,
         "out": out,
         "pluginDir": plugin_dir(work.path()),
-        "meshTracker": env!("CARGO_BIN_EXE_mesh-tracker"),
+        "meshTracker": common::trackers::mesh_tracker_binary(),
         "chromium": CHROMIUM,
         "timeoutSeconds": hard_limit,
         "lanes": lanes.iter().map(Lane::spec).collect::<Vec<_>>(),

@@ -14,7 +14,7 @@ use bytes::Bytes;
 use futures::{SinkExt, StreamExt};
 use gstmesh::mesh::protocol::{self, Command, Decoder, Incoming};
 use gstmesh::mesh::swarm::{OfferId, PeerId};
-use gstmesh::mesh::tracker_server::{
+use mesh_tracker::server::{
     ConnectionId, ServerOutput, TrackerServer, TrackerServerConfig,
 };
 use gstmesh::mesh::transport::{

@@ -86,6 +86,19 @@ fn stdout_lines(stdout: ChildStdout) -> mpsc::Receiver<String> {
     rx
 }
 
+/// The `mesh-tracker` binary of the workspace's `mesh-tracker` crate, which `cargo build
+/// --release` at the root builds (it is a default member). Panics with the command that builds
+/// it when it is missing.
+pub fn mesh_tracker_binary() -> PathBuf {
+    let binary = manifest_dir().join("target/release/mesh-tracker");
+    assert!(
+        binary.exists(),
+        "{} is missing: run `cargo build --release -p mesh-tracker`",
+        binary.display()
+    );
+    binary
+}
+
 impl TrackerProcess {
     /// Starts a tracker on 127.0.0.1 with a free port and waits (at most
     /// [`TRACKER_START_TIMEOUT`]) until it accepts TCP connections. Panics if it cannot.
@@ -94,11 +107,7 @@ impl TrackerProcess {
         let mut dir = None;
         let (mut command, port) = match kind {
             TrackerKind::Bundled => {
-                // Set for integration tests only; the examples that share this module use other trackers.
-                let binary = option_env!("CARGO_BIN_EXE_mesh-tracker")
-                    .map(PathBuf::from)
-                    .unwrap_or_else(|| root.join("target/release/mesh-tracker"));
-                let mut c = Command::new(binary);
+                let mut c = Command::new(mesh_tracker_binary());
                 c.args(["--listen", "127.0.0.1:0"]);
                 (c, None)
             }

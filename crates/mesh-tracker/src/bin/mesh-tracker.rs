@@ -1,5 +1,5 @@
 //! `mesh-tracker`: a small WebTorrent tracker over WebSockets, for tests, demos and private
-//! deployments. The protocol lives in `gstmesh::mesh::tracker_server` (sans-IO); this binary
+//! deployments. The protocol lives in `mesh_tracker::server` (sans-IO); this binary
 //! only moves frames between sockets and that core.
 //!
 //! One task owns the core. Each connection has a task that reads frames into the core's
@@ -7,7 +7,7 @@
 //! channel; a client too slow to drain that channel is disconnected at once.
 
 use futures::{SinkExt, StreamExt};
-use gstmesh::mesh::tracker_server::{
+use mesh_tracker::server::{
     ConnectionId, MAX_FRAME_BYTES, ServerOutput, TrackerServer, TrackerServerConfig,
 };
 use std::collections::HashMap;

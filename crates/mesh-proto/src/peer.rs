@@ -22,7 +22,7 @@
 //! `docs/wire-protocol.md` writes the format down with byte-exact vectors; the tests below assert
 //! the same vectors.
 
-use super::SegmentId;
+use crate::ids::SegmentId;
 use bytes::Bytes;
 use thiserror::Error;
 

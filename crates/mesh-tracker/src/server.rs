@@ -31,8 +31,8 @@
 //! stopped announcing and offers that were never answered. Randomness comes from a seeded
 //! generator, so a seed replays the same choices.
 
-use super::Time;
-use super::swarm::{InfoHash, OfferId, PeerId};
+type Time = std::time::Duration;
+use mesh_proto::ids::{InfoHash, OfferId, PeerId};
 use rand::SeedableRng;
 use rand::rngs::StdRng;
 use rand::seq::index;
@@ -782,7 +782,7 @@ impl TrackerServer {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::mesh::tracker::{
+    use mesh_core::mesh::tracker::{
         LocalOffer, RemoteSdp, TrackerClient, TrackerConfig, TrackerInput, TrackerOutput,
     };
     use serde_json::json;

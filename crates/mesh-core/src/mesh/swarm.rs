@@ -14,96 +14,15 @@ use crate::container::{CodecKind, codec_kind};
 use crate::model::{Rendition, RenditionRole, RenditionSource, TrackKind};
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD as BASE64;
-use rand::RngExt;
 use sha1::Sha1;
 use sha2::{Digest, Sha256};
-use std::fmt;
 use url::Url;
-
-/// Length of info_hash, peer_id and offer_id, in characters.
-pub const ID_LEN: usize = 20;
 
 /// Version tag of meshsrc's own (DASH) swarm names: bump it when peers of different versions
 /// must not meet.
 pub const SWARM_NAME_VERSION: &str = "gst-mesh-v1";
 
-/// The peer_id prefix, in the Azureus style `-XXvvvv-`: "GM" for gst-mesh, then the crate's
-/// major and minor version as two digits each.
-pub fn peer_id_prefix() -> String {
-    let mut parts = env!("CARGO_PKG_VERSION").split('.');
-    let major: u32 = parts.next().and_then(|p| p.parse().ok()).unwrap_or(0);
-    let minor: u32 = parts.next().and_then(|p| p.parse().ok()).unwrap_or(0);
-    format!("-GM{:02}{:02}-", major % 100, minor % 100)
-}
-
-const ALPHANUMERIC: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789";
-
-fn random_alphanumeric(len: usize) -> String {
-    let mut rng = rand::rng();
-    (0..len)
-        .map(|_| ALPHANUMERIC[rng.random_range(0..ALPHANUMERIC.len())] as char)
-        .collect()
-}
-
-/// Whether `s` is a valid tracker id: exactly 20 characters, each in U+0000..=U+00FF.
-pub fn is_valid_id(s: &str) -> bool {
-    s.chars().count() == ID_LEN && s.chars().all(|c| (c as u32) <= 0xff)
-}
-
-macro_rules! tracker_id {
-    ($(#[$doc:meta])* $name:ident) => {
-        $(#[$doc])*
-        #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
-        pub struct $name(String);
-
-        impl $name {
-            /// Accepts a tracker-supplied id exactly as given, if it is valid (see
-            /// [`is_valid_id`]).
-            pub fn parse(s: &str) -> Option<Self> {
-                is_valid_id(s).then(|| $name(s.to_owned()))
-            }
-
-            pub fn as_str(&self) -> &str {
-                &self.0
-            }
-        }
-
-        impl fmt::Display for $name {
-            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-                f.write_str(&self.0)
-            }
-        }
-    };
-}
-
-tracker_id!(
-    /// A swarm's 20-character info_hash.
-    InfoHash
-);
-tracker_id!(
-    /// A 20-character peer id. One per tracker connection, used for all its swarms.
-    PeerId
-);
-tracker_id!(
-    /// A 20-character offer id; the answer to an offer echoes it exactly.
-    OfferId
-);
-
-impl PeerId {
-    /// A fresh peer id: the [`peer_id_prefix`] and random alphanumerics.
-    pub fn random() -> PeerId {
-        let prefix = peer_id_prefix();
-        let rest = random_alphanumeric(ID_LEN - prefix.len());
-        PeerId(prefix + &rest)
-    }
-}
-
-impl OfferId {
-    /// A fresh offer id of 20 random alphanumerics.
-    pub fn random() -> OfferId {
-        OfferId(random_alphanumeric(ID_LEN))
-    }
-}
+pub use mesh_proto::ids::{ID_LEN, InfoHash, OfferId, PeerId, is_valid_id, peer_id_prefix};
 
 /// The base all of a presentation's swarms share: `swarm_id` when set and not empty, else the
 /// manifest's URL (after redirects) without query string and fragment. p2p-media-loader cuts
@@ -299,7 +218,8 @@ impl Swarm {
     pub fn p2pml(base: &str, stream_type: StreamType, short_id: &str) -> Swarm {
         let name = format!("v2-{base}-{}-{short_id}", stream_type.as_str());
         let digest = Sha1::digest(name.as_bytes());
-        let info_hash = InfoHash(BASE64.encode(&digest[..15]));
+        // 15 bytes are 20 base64 characters, a valid id.
+        let info_hash = InfoHash::parse(&BASE64.encode(&digest[..15])).expect("20 ASCII characters");
         Swarm { name, info_hash }
     }
 
@@ -308,7 +228,8 @@ impl Swarm {
     pub fn gst_mesh(base: &str, identity: &str) -> Swarm {
         let name = format!("{SWARM_NAME_VERSION}\n{base}\n{identity}");
         let digest = Sha256::digest(name.as_bytes());
-        let info_hash = InfoHash(hex::encode(&digest[..ID_LEN / 2]));
+        let info_hash =
+            InfoHash::parse(&hex::encode(&digest[..ID_LEN / 2])).expect("20 ASCII characters");
         Swarm { name, info_hash }
     }
 
@@ -412,15 +333,15 @@ mod tests {
     fn swarms_match_p2p_media_loader_2_3() {
         use crate::hls::{Manifest, parse_manifest};
         let data: serde_json::Value =
-            serde_json::from_str(include_str!("../../tests/data/p2pml-2.3/vectors.json")).unwrap();
+            serde_json::from_str(include_str!("../../../../tests/data/p2pml-2.3/vectors.json")).unwrap();
         let playlist = |name: &str| match name {
-            "vod-index.m3u8" => include_str!("../../tests/data/p2pml-2.3/vod-index.m3u8"),
-            "master-muxed.m3u8" => include_str!("../../tests/data/p2pml-2.3/master-muxed.m3u8"),
+            "vod-index.m3u8" => include_str!("../../../../tests/data/p2pml-2.3/vod-index.m3u8"),
+            "master-muxed.m3u8" => include_str!("../../../../tests/data/p2pml-2.3/master-muxed.m3u8"),
             "master-muxed-vr.m3u8" => {
-                include_str!("../../tests/data/p2pml-2.3/master-muxed-vr.m3u8")
+                include_str!("../../../../tests/data/p2pml-2.3/master-muxed-vr.m3u8")
             }
             "master-altaudio.m3u8" => {
-                include_str!("../../tests/data/p2pml-2.3/master-altaudio.m3u8")
+                include_str!("../../../../tests/data/p2pml-2.3/master-altaudio.m3u8")
             }
             other => panic!("no playlist {other}"),
         };
