@@ -1,43 +1,50 @@
-//! swarm-sim: the real delivery scheduler against a simulated swarm, much faster than real time.
+//! swarm-sim: meshsrc's real delivery engine against a simulated swarm, much faster than real
+//! time.
 //!
 //! ```text
 //! cargo run --release --example swarm-sim -- --peers 10000 --seconds 600 [--out DIR]
 //! ```
 //!
-//! Every simulated viewer runs one real [`gstmesh::scheduler::Scheduler`], fed the inputs
-//! `src/delivery.rs` feeds it and obeyed the way the hub obeys it. In front of it sits the
-//! live logic of `src/session.rs` (playlist reloads, the hash-file lookup, the live start
-//! point and deadlines); around it, simulated peer links, uploads, the tracker, the CDN, churn
-//! and a player. It is a deterministic discrete-event simulation: the same `--seed` gives the
-//! same numbers, whatever `--threads`.
+//! Every simulated viewer runs one real [`mesh_core::delivery::engine::Engine`] (scheduler,
+//! receive and upload state per link, cache, announcements, stats), driven the way the
+//! plugin's hub drives it: inputs in with the time, outputs carried out. Its track driver
+//! decides with the real [`mesh_core::playback`] policy (reload timing, deadlines,
+//! fetch-ahead, hash refetch) and starts where the real HLS parser says. Around them the
+//! simulator models only the world: links with a rate and a delay, the CDN, a tracker, churn
+//! and a player. Segment payloads are scaled down ([`BYTE_SCALE`]) so 10,000 viewers fit in
+//! memory. It is a deterministic discrete-event simulation: the same `--seed` gives the same
+//! numbers, whatever `--threads`.
 //!
 //! For each swarm size N (10, 100, 1000, 10000 up to `--peers`, and `--peers` itself) and each
 //! scenario (plain, churn, upload caps), it runs the mesh and a CDN-only baseline with the
 //! same viewers, joins, departures and links to the CDN, and reports offload
 //! (1 − origin bytes / bytes played), origin requests per segment, stalls and start-up.
 
+use bytes::Bytes;
 use gstmesh::mesh::SegmentId;
-use gstmesh::mesh::swarm::InfoHash;
+use gstmesh::mesh::guard::Bans;
+use gstmesh::mesh::protocol::{Command, Incoming};
+use gstmesh::mesh::swarm::{InfoHash, PeerId};
 use gstmesh::model::Resource;
-use gstmesh::scheduler::{
-    Action, Input, PeerOutcome, RequestId, Scheduler, SchedulerConfig, SegmentRequest, Share,
-    ShareKey,
-};
+use gstmesh::scheduler::{RequestId, SchedulerConfig, SegmentRequest, Share, ShareKey};
 use gstmesh::session::LIVE_FETCH_AHEAD;
+use mesh_core::delivery::engine::{Engine, EngineConfig, Fetched, Input, Output};
+use mesh_core::delivery::uploads::Upload;
+use mesh_core::playback::{self, Deadlines, HashRefetch, Reloads};
 use serde::Serialize;
 use std::cmp::Ordering as CmpOrdering;
-use std::collections::{BinaryHeap, VecDeque};
+use std::collections::BinaryHeap;
+use std::net::{IpAddr, Ipv4Addr};
 use std::path::PathBuf;
-use std::rc::Rc;
-use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 const USAGE: &str = "\
 usage: swarm-sim [options]
 
-Runs the real gstmesh scheduler, one per simulated viewer, against simulated peer links,
-uploads, a WebTorrent tracker, a CDN, churn and a live playlist of 2 s segments, in
+Runs meshsrc's real delivery engine, one per simulated viewer, against simulated peer
+links, uploads, a WebTorrent tracker, a CDN, churn and a live playlist of 2 s segments, in
 simulated time. For each N in 10, 100, 1000, 10000 up to --peers (and --peers itself) and
 each scenario, the mesh and a CDN-only baseline (same viewers, no mesh) are run.
 
@@ -76,27 +83,27 @@ const MS: Micros = 1_000;
 const SEC: Micros = 1_000_000;
 /// Segment duration of the live stream, as in the mesh tests.
 const SEGMENT: Micros = 2 * SEC;
-/// HLS hold-back without HOLD-BACK: three target durations.
+/// HLS hold-back without HOLD-BACK: three target durations (the simulated playlist has
+/// none); only sizes the playlist window, the parser decides where viewers start.
 const HOLD_BACK: Micros = 3 * SEGMENT;
 /// Segments published before the simulation starts, so the first playlist is full.
 const HISTORY_SEGMENTS: i64 = 30;
-/// How often a running peer upload reports progress (the hub reports every 16 KiB chunk;
-/// the scheduler only needs the rate and "still moving").
+/// How often a link writer hands the data sent so far to its link (the hub's writer hands
+/// every 16 KiB chunk; the engine only needs the rate and "still moving").
 const PROGRESS_EVERY: Micros = 250 * MS;
-/// Signalling constants of `src/mesh/signalling.rs` and `src/mesh/tracker.rs`.
+/// One payload byte stands for this many bytes of a segment: the engines hold, count and
+/// verify sizes in payload bytes, so 10,000 viewers' caches fit in memory. Transfer times
+/// and the reported figures are in real bytes.
+const BYTE_SCALE: u64 = 1000;
+/// meshsrc's default `max-buffering-time`: how far ahead of the pad segments are fetched.
+const MAX_BUFFERING: Micros = 30 * SEC;
+/// The tracker model: offers per announce, the announce interval and how long an unanswered
+/// offer holds its slot (`src/mesh/signalling.rs`, `mesh_core::mesh::tracker`).
 const OFFERS_PER_ANNOUNCE: usize = 5;
 const ANNOUNCE_INTERVAL: Micros = 120 * SEC;
 const OFFER_EXPIRY: Micros = 50 * SEC;
-/// The hub's `DISCOVERY_GRACE` with a tracker.
-const DISCOVERY_GRACE: Micros = 3 * SEC;
-/// Uploads queued per link beyond the one being sent (`LINK_UPLOAD_QUEUE`).
-const UPLOAD_QUEUE: usize = 8;
-/// The session refetches the hash file at most this often (`HASHES_REFETCH`).
-const HASHES_REFETCH: Micros = SEC;
 /// A killed peer's links go down when ICE gives up on it (webrtc's disconnected timeout).
 const ABRUPT_LEAVE_DETECTION: Micros = 5 * SEC;
-/// The scheduler's urgent window (SchedulerConfig::default), to classify CDN fetches.
-const URGENT_WINDOW: Micros = SEC;
 const SWARM_ID: &str = "5157a2d0c0ffee5157a2";
 
 // ---- arguments ---------------------------------------------------------------------------
@@ -422,38 +429,6 @@ type PeerIdx = u32;
 type LinkId = u64;
 
 #[derive(Debug)]
-enum Msg {
-    Announce {
-        loaded: Rc<[SegmentId]>,
-        loading: Rc<[SegmentId]>,
-    },
-    Request {
-        req: RequestId,
-        segment: SegmentId,
-        from: u64,
-    },
-    Cancel {
-        req: RequestId,
-    },
-    Absent {
-        req: RequestId,
-    },
-    /// `segment data` with the size of what follows.
-    Header {
-        req: RequestId,
-        size: u64,
-    },
-    /// Data messages so far: the requester now holds `received` bytes.
-    Progress {
-        req: RequestId,
-        received: u64,
-    },
-    Completed {
-        req: RequestId,
-    },
-}
-
-#[derive(Debug)]
 enum Event {
     Join(PeerIdx),
     Leave(PeerIdx),
@@ -461,11 +436,25 @@ enum Event {
     ReloadDue(PeerIdx),
     HttpDone(PeerIdx, RequestId, u64),
     TrackerAnnounce(PeerIdx),
-    OfferRelay { from: PeerIdx, to: PeerIdx },
+    OfferRelay {
+        from: PeerIdx,
+        to: PeerIdx,
+    },
     OfferExpire(PeerIdx),
-    LinkOpen { offerer: PeerIdx, answerer: PeerIdx },
-    LinkDown { at: PeerIdx, link: LinkId },
-    Msg { to: PeerIdx, link: LinkId, msg: Msg },
+    LinkOpen {
+        offerer: PeerIdx,
+        answerer: PeerIdx,
+    },
+    LinkDown {
+        at: PeerIdx,
+        link: LinkId,
+    },
+    /// A data-channel message reaches `to`'s end of `link`.
+    Msg {
+        to: PeerIdx,
+        link: LinkId,
+        msg: Incoming,
+    },
     UploaderWake(PeerIdx, u64),
     Sample,
 }
@@ -496,12 +485,14 @@ impl Ord for Scheduled {
 
 // ---- viewers --------------------------------------------------------------------------------
 
+/// What the track driver asked its engine for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Kind {
     Playlist,
     Hashes,
     Media {
         sequence: SegmentId,
+        /// Real bytes.
         size: u64,
         /// Absolute simulated time.
         deadline: Micros,
@@ -510,26 +501,33 @@ enum Kind {
     },
 }
 
+/// A request the driver has open with its engine.
+#[derive(Debug)]
+struct Asked {
+    id: RequestId,
+    kind: Kind,
+    /// The newest segment the origin had when it answered (playlist and hash file).
+    origin_last: SegmentId,
+}
+
+/// A CDN transfer the engine started.
 #[derive(Debug, Clone, Copy)]
 struct HttpTransfer {
+    id: RequestId,
     generation: u64,
     first_byte_at: Micros,
+    /// Real bytes of the answer, and where it starts in the payload.
     bytes: u64,
+    from: u64,
     bytes_per_us: f64,
 }
 
-#[derive(Debug)]
-struct Pending {
-    id: RequestId,
-    kind: Kind,
-    /// Bytes held so far (peers; HTTP appends the rest), as the hub's `data.len()`.
-    held: u64,
-    peer_bytes: u64,
-    from_cdn: bool,
-    peer: Option<LinkId>,
-    http: Option<HttpTransfer>,
-    /// The newest segment the origin had when it answered (playlist and hash file).
-    origin_last: SegmentId,
+impl HttpTransfer {
+    /// Real bytes the origin has sent by `now`.
+    fn sent_by(&self, now: Micros) -> u64 {
+        (now.saturating_sub(self.first_byte_at) as f64 * self.bytes_per_us).min(self.bytes as f64)
+            as u64
+    }
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -539,23 +537,30 @@ struct LinkEnd {
     one_way: Micros,
 }
 
+/// An upload the engine ordered on a link, as a link writer sends it.
 #[derive(Debug)]
-struct Upload {
+struct Sending {
     link: LinkId,
     to: PeerIdx,
-    req: RequestId,
-    /// The resume offset the requester asked for.
-    base: u64,
-    /// Bytes to send after `base`.
-    size: u64,
+    request_id: RequestId,
+    segment: SegmentId,
+    /// Payload bytes to send, and those handed to the link so far.
+    payload: u64,
+    handed: u64,
+    /// Real bytes sent so far, at the rate the uplink allows.
     sent: f64,
-    active: bool,
+}
+
+impl Sending {
+    fn real_size(&self) -> f64 {
+        (self.payload * BYTE_SCALE) as f64
+    }
 }
 
 #[derive(Debug, Default)]
 struct Uploader {
-    uploads: Vec<Upload>,
-    /// The token bucket of max-upload-rate, in bytes.
+    sending: Vec<Sending>,
+    /// The token bucket of max-upload-rate, in real bytes.
     tokens: f64,
     last: Micros,
     generation: u64,
@@ -571,7 +576,7 @@ enum Stage {
     Segment,
 }
 
-/// The session's stream driver for the one live track.
+/// The session's stream driver for the one live track, deciding with `mesh_core::playback`.
 #[derive(Debug)]
 struct Driver {
     stage: Stage,
@@ -579,12 +584,10 @@ struct Driver {
     playlist_last: SegmentId,
     next_sequence: SegmentId,
     next_pts: Micros,
-    /// Session time of pts 0, fixed by the first media request.
-    live_origin: Option<Micros>,
-    last_reload: Micros,
-    unchanged_reloads: u32,
+    deadlines: Deadlines,
+    reloads: Reloads,
     hashes_last: Option<SegmentId>,
-    hashes_fetched_at: Option<Micros>,
+    hashes: HashRefetch,
     first_media_done: bool,
     /// Segments done before their turn (fetched ahead), by sequence.
     ready: Vec<Ready>,
@@ -597,8 +600,6 @@ struct Driver {
 struct Ready {
     sequence: SegmentId,
     size: u64,
-    peer_bytes: u64,
-    from_cdn: bool,
     /// Out of retries: skipped when its turn comes, as session.rs skips it.
     failed: bool,
 }
@@ -646,7 +647,8 @@ impl Player {
 
 struct Viewer {
     joined: Micros,
-    scheduler: Scheduler,
+    /// The real delivery engine of this viewer's session.
+    engine: Engine,
     wake_at: Option<Micros>,
     wake_generation: u64,
     last_poll: Option<Micros>,
@@ -655,34 +657,33 @@ struct Viewer {
     cdn_rtt: Micros,
     rng: Rng,
     next_request: RequestId,
-    pending: Vec<Pending>,
+    asked: Vec<Asked>,
+    http: Vec<HttpTransfer>,
     driver: Driver,
     player: Player,
+    /// Peer bytes of the segments delivered so far, to tell mixed ones.
+    peer_bytes_seen: u64,
     // mesh
     in_swarm: bool,
     links: Vec<LinkEnd>,
     handshakes: usize,
-    cache: VecDeque<(SegmentId, u64)>,
-    cache_bytes: u64,
-    loading: Vec<SegmentId>,
-    announce_due: bool,
     uploader: Uploader,
 }
 
 impl Viewer {
     /// A request of this kind is open (playlist or hash file).
     fn requested(&self, kind: Kind) -> bool {
-        self.pending.iter().any(|x| x.kind == kind)
+        self.asked.iter().any(|x| x.kind == kind)
     }
 
     fn requested_media(&self, sequence: SegmentId) -> bool {
-        self.pending
+        self.asked
             .iter()
             .any(|x| matches!(x.kind, Kind::Media { sequence: s, .. } if s == sequence))
     }
 
-    fn pending_mut(&mut self, id: RequestId) -> Option<&mut Pending> {
-        self.pending.iter_mut().find(|p| p.id == id)
+    fn asked_mut(&mut self, id: RequestId) -> Option<&mut Asked> {
+        self.asked.iter_mut().find(|a| a.id == id)
     }
 
     fn link(&self, id: LinkId) -> Option<LinkEnd> {
@@ -756,23 +757,6 @@ struct Totals {
     viewer_time: Micros,
 }
 
-/// session.rs `reload_interval`: a segment, or half of one while the playlist is unchanged.
-fn reload_interval(unchanged_reloads: u32) -> Micros {
-    if unchanged_reloads > 0 {
-        SEGMENT / 2
-    } else {
-        SEGMENT
-    }
-}
-
-/// Where a viewer joining now starts: the live edge minus the delay, inside the playlist.
-fn live_start(last: SegmentId, live_delay: Micros, playlist_window: i64) -> SegmentId {
-    let end = (last + 1) as u64 * SEGMENT;
-    let target = end.saturating_sub(live_delay.max(HOLD_BACK));
-    let first = last - playlist_window + 1;
-    ((target / SEGMENT) as SegmentId).max(first)
-}
-
 // ---- the simulation ------------------------------------------------------------------------
 
 struct RunConfig {
@@ -819,6 +803,19 @@ fn to_micros(d: Duration) -> Micros {
 
 fn mbit_to_bytes_per_us(mbit: f64) -> f64 {
     mbit * 1e6 / 8.0 / 1e6
+}
+
+/// `len` payload bytes, shared by every message and segment: the engine only counts them.
+fn payload(len: u64) -> Bytes {
+    static ZEROS: [u8; 1 << 16] = [0; 1 << 16];
+    Bytes::from_static(&ZEROS[..(len as usize).min(ZEROS.len())])
+}
+
+/// A viewer's tracker peer id and its address.
+fn identity(p: PeerIdx) -> (PeerId, Option<IpAddr>) {
+    let id = PeerId::parse(&format!("-GM0001-{p:012}")).expect("20 ASCII characters");
+    let [_, b, c, d] = (p + 1).to_be_bytes();
+    (id, Some(IpAddr::V4(Ipv4Addr::new(10, b, c, d))))
 }
 
 impl<'a> Sim<'a> {
@@ -900,6 +897,7 @@ impl<'a> Sim<'a> {
         (t / SEGMENT) as SegmentId + HISTORY_SEGMENTS - 1
     }
 
+    /// A segment's real size: a whole number of payload bytes.
     fn segment_size(&self, sequence: SegmentId) -> u64 {
         let draw = mix64(stream_seed(
             self.cfg.seed,
@@ -907,7 +905,8 @@ impl<'a> Sim<'a> {
             sequence as u64,
         ));
         let unit = (draw >> 11) as f64 / (1u64 << 53) as f64;
-        (self.cfg.bytes_per_segment * (0.85 + 0.3 * unit)) as u64
+        let size = (self.cfg.bytes_per_segment * (0.85 + 0.3 * unit)) as u64;
+        (size / BYTE_SCALE).max(1) * BYTE_SCALE
     }
 
     fn playlist_bytes(&self) -> u64 {
@@ -916,6 +915,35 @@ impl<'a> Sim<'a> {
 
     fn hashes_bytes(&self) -> u64 {
         2 + 85 * self.cfg.playlist_window as u64
+    }
+
+    /// The real bytes an answer to `kind` carries.
+    fn answer_bytes(&self, kind: Kind) -> u64 {
+        match kind {
+            Kind::Playlist => self.playlist_bytes(),
+            Kind::Hashes => self.hashes_bytes(),
+            Kind::Media { size, .. } => size,
+        }
+    }
+
+    /// The first playlist a viewer loads, as the real parser reads it, for where the session
+    /// starts: the live edge less the hold-back (three target durations) or `live-delay`.
+    fn live_start(&self, last: SegmentId) -> SegmentId {
+        let first = last - self.cfg.playlist_window + 1;
+        let seconds = SEGMENT / SEC;
+        let mut text = format!(
+            "#EXTM3U\n#EXT-X-VERSION:3\n#EXT-X-TARGETDURATION:{seconds}\n\
+             #EXT-X-MEDIA-SEQUENCE:{first}\n"
+        );
+        for sequence in first..=last {
+            text.push_str(&format!("#EXTINF:{seconds}.0,\nsegment{sequence}.ts\n"));
+        }
+        let timeline = gstmesh::hls::parse_media_playlist(&self.url, text.as_bytes())
+            .expect("the simulated playlist parses");
+        let delay = Duration::from_micros(self.cfg.live_delay);
+        timeline
+            .live_start_sequence_behind(delay)
+            .map_or(first, |s| s as SegmentId)
     }
 
     fn viewer(&mut self, p: PeerIdx) -> Option<&mut Viewer> {
@@ -999,11 +1027,10 @@ impl<'a> Sim<'a> {
                     return;
                 }
                 v.wake_at = None;
-                let now = v.session_time(sim_now);
                 v.last_poll = Some(sim_now);
-                let actions = v.scheduler.poll(now);
-                self.apply(p, actions);
-                self.settle(p);
+                let now = v.session_time(sim_now);
+                v.engine.handle_timeout(now);
+                self.pump(p);
             }
             Event::ReloadDue(p) => {
                 let now = self.now;
@@ -1016,17 +1043,17 @@ impl<'a> Sim<'a> {
                     // Its answer drives.
                     return;
                 }
-                let actions = match v.driver.stage {
+                match v.driver.stage {
                     Stage::Sleeping => self.start_reload(p),
                     // A segment is loading: reload beside it (session.rs `fetch_ahead_and_wait`).
                     Stage::Segment => {
-                        v.driver.last_reload = now;
-                        self.submit(p, Kind::Playlist, None, None)
+                        let session_now = v.session_time(now);
+                        v.driver.reloads.started(session_now);
+                        self.submit(p, Kind::Playlist, None, None);
                     }
-                    _ => Vec::new(),
-                };
-                self.apply(p, actions);
-                self.settle(p);
+                    _ => {}
+                }
+                self.pump(p);
             }
             Event::HttpDone(p, id, generation) => self.http_done(p, id, generation),
             Event::TrackerAnnounce(p) => self.tracker_announce(p),
@@ -1040,7 +1067,7 @@ impl<'a> Sim<'a> {
             Event::LinkDown { at, link } => {
                 if self.viewers[at as usize].is_some() {
                     self.link_down(at, link);
-                    self.settle(at);
+                    self.pump(at);
                 }
             }
             Event::Msg { to, link, msg } => {
@@ -1050,8 +1077,8 @@ impl<'a> Sim<'a> {
                     .and_then(|v| v.as_ref())
                     .is_some_and(|v| v.link(link).is_some());
                 if linked {
-                    self.on_message(to, link, msg);
-                    self.settle(to);
+                    self.feed(to, Input::Message { link, message: msg });
+                    self.pump(to);
                 }
             }
             Event::UploaderWake(p, generation) => {
@@ -1060,7 +1087,7 @@ impl<'a> Sim<'a> {
                     return;
                 }
                 self.uploader_update(p);
-                self.settle(p);
+                self.pump(p);
             }
             Event::Sample => {
                 let (mut links, mut viewers) = (0, 0);
@@ -1082,19 +1109,25 @@ impl<'a> Sim<'a> {
         let downlink = mbit_to_bytes_per_us(rng.range(self.args.downlink_mbit));
         let uplink = mbit_to_bytes_per_us(rng.range(self.args.uplink_mbit));
         let cdn_rtt = (rng.range(self.args.cdn_rtt_ms) * MS as f64) as Micros;
-        let config = SchedulerConfig {
-            seed: rng.next_u64(),
-            discovery_grace: if self.cfg.mesh {
-                Duration::from_micros(DISCOVERY_GRACE)
-            } else {
-                Duration::ZERO
+        let mesh = self.cfg.mesh;
+        let cap = self.cfg.upload_cap_bytes_per_us.unwrap_or(0.0);
+        let config = EngineConfig {
+            scheduler: SchedulerConfig {
+                seed: rng.next_u64(),
+                ..Default::default()
             },
-            ..Default::default()
+            discovery: mesh,
+            upload: mesh,
+            max_upload_rate: (cap * SEC as f64 / BYTE_SCALE as f64) as u64,
+            cache_size: if mesh {
+                (self.cfg.cache_bytes / BYTE_SCALE) as usize
+            } else {
+                0
+            },
         };
-        let bucket = self.cfg.upload_cap_bytes_per_us.unwrap_or(0.0) * SEC as f64;
         self.viewers[p as usize] = Some(Viewer {
             joined: self.now,
-            scheduler: Scheduler::new(config),
+            engine: Engine::new(config, Arc::new(Bans::new())),
             wake_at: None,
             wake_generation: 0,
             last_poll: None,
@@ -1103,38 +1136,34 @@ impl<'a> Sim<'a> {
             cdn_rtt,
             rng,
             next_request: 1,
-            pending: Vec::new(),
+            asked: Vec::new(),
+            http: Vec::new(),
             driver: Driver {
                 stage: Stage::Manifest,
                 playlist_last: 0,
                 next_sequence: 0,
                 next_pts: 0,
-                live_origin: None,
-                last_reload: self.now,
-                unchanged_reloads: 0,
+                deadlines: Deadlines::default(),
+                reloads: Reloads::new(Duration::ZERO),
                 hashes_last: None,
-                hashes_fetched_at: None,
+                hashes: HashRefetch::default(),
                 first_media_done: false,
                 ready: Vec::new(),
                 reload_due_at: None,
             },
             player: Player::default(),
+            peer_bytes_seen: 0,
             in_swarm: false,
             links: Vec::new(),
             handshakes: 0,
-            cache: VecDeque::new(),
-            cache_bytes: 0,
-            loading: Vec::new(),
-            announce_due: false,
             uploader: Uploader {
-                tokens: bucket,
+                tokens: cap * SEC as f64,
                 last: self.now,
                 ..Default::default()
             },
         });
-        let actions = self.submit(p, Kind::Playlist, None, None);
-        self.apply(p, actions);
-        self.settle(p);
+        self.submit(p, Kind::Playlist, None, None);
+        self.pump(p);
     }
 
     /// The viewer leaves (churn) or the run ends: its counts go into the totals.
@@ -1152,18 +1181,19 @@ impl<'a> Sim<'a> {
         }
         t.viewer_time += now - v.joined;
         // Bytes the origin had sent of transfers cut short.
-        for pending in &v.pending {
-            if let Some(http) = pending.http {
-                let sent = (now.saturating_sub(http.first_byte_at) as f64 * http.bytes_per_us)
-                    .min(http.bytes as f64) as u64;
-                t.result.origin_bytes += sent;
-                if matches!(pending.kind, Kind::Media { .. }) {
-                    t.result.origin_media_bytes += sent;
-                }
+        for http in &v.http {
+            let sent = http.sent_by(now);
+            t.result.origin_bytes += sent;
+            let media = v
+                .asked
+                .iter()
+                .any(|a| a.id == http.id && matches!(a.kind, Kind::Media { .. }));
+            if media {
+                t.result.origin_media_bytes += sent;
             }
         }
-        for upload in v.uploader.uploads.iter().filter(|u| u.active) {
-            t.result.bytes_uploaded += upload.sent as u64;
+        for sending in &v.uploader.sending {
+            t.result.bytes_uploaded += sending.sent as u64;
         }
         if now >= self.cfg.end {
             return;
@@ -1187,49 +1217,45 @@ impl<'a> Sim<'a> {
         }
     }
 
-    // ---- the scheduler, as the hub drives it ----
+    // ---- the engine, as the plugin's hub drives it ----
 
-    fn feed(&mut self, p: PeerIdx, input: Input) -> Vec<Action> {
+    fn feed(&mut self, p: PeerIdx, input: Input) {
         let now = self.now;
         let v = self.v(p);
         let t = v.session_time(now);
-        v.scheduler.handle(t, input)
+        v.engine.handle_input(t, input);
     }
 
-    fn apply(&mut self, p: PeerIdx, actions: Vec<Action>) {
-        let mut queue = VecDeque::from(actions);
-        while let Some(action) = queue.pop_front() {
-            let more = self.act(p, action);
-            queue.extend(more);
-        }
-    }
-
-    /// After an event: the announcement it made due, and the scheduler's next timer.
-    fn settle(&mut self, p: PeerIdx) {
-        let now = self.now;
-        let Some(v) = self.viewers[p as usize].as_mut() else {
-            return;
-        };
-        if std::mem::take(&mut v.announce_due) && !v.links.is_empty() {
-            let loaded: Rc<[SegmentId]> = v.cache.iter().map(|(s, _)| *s).collect();
-            let loading: Rc<[SegmentId]> = v.loading.iter().copied().collect();
-            let links = v.links.clone();
-            for link in links {
-                self.send(
-                    link,
-                    Msg::Announce {
-                        loaded: loaded.clone(),
-                        loading: loading.clone(),
-                    },
-                );
+    /// Carries out the engine's outputs until it has none, then sets its timer.
+    fn pump(&mut self, p: PeerIdx) {
+        loop {
+            let Some(v) = self.viewers[p as usize].as_mut() else {
+                return;
+            };
+            match v.engine.poll_output() {
+                Output::Timeout(wake) => return self.set_timer(p, wake),
+                Output::StartHttp { id, from, .. } => self.start_http(p, id, from),
+                Output::AbortHttp { id } => self.abort_http(p, id),
+                Output::Send { link, command } => self.send_command(p, link, command),
+                Output::Upload { link, upload } => self.upload_order(p, link, upload),
+                Output::CloseLink { link } => self.close_link(p, link),
+                Output::Join { .. } => {
+                    if !self.v(p).in_swarm {
+                        self.join_swarm(p);
+                    }
+                }
+                // One swarm: nobody leaves it while watching.
+                Output::Leave { .. } | Output::Warning(_) => {}
+                Output::Delivered { id, .. } => self.deliver(p, id),
+                Output::Failed { id, .. } => self.failed(p, id),
             }
         }
-        let v = self.viewers[p as usize].as_mut().expect("live viewer");
-        let wake = v
-            .scheduler
-            .next_wakeup(v.session_time(now))
-            .map(|t| v.joined + to_micros(t));
-        let wake = match wake {
+    }
+
+    fn set_timer(&mut self, p: PeerIdx, wake: Option<Duration>) {
+        let now = self.now;
+        let v = self.v(p);
+        let wake = match wake.map(|t| v.joined + to_micros(t)) {
             // Polled at this very instant and still due: the hub would spin; step past it.
             Some(t) if t <= now && v.last_poll == Some(now) => {
                 self.totals.result.timer_spins += 1;
@@ -1238,6 +1264,7 @@ impl<'a> Sim<'a> {
             Some(t) => Some(t.max(now)),
             None => None,
         };
+        let v = self.v(p);
         if wake != v.wake_at {
             v.wake_at = wake;
             v.wake_generation += 1;
@@ -1248,29 +1275,18 @@ impl<'a> Sim<'a> {
         }
     }
 
-    fn submit(
-        &mut self,
-        p: PeerIdx,
-        kind: Kind,
-        deadline: Option<Micros>,
-        share: Option<Share>,
-    ) -> Vec<Action> {
+    fn submit(&mut self, p: PeerIdx, kind: Kind, deadline: Option<Micros>, share: Option<Share>) {
         let v = self.v(p);
         let id = v.next_request;
         v.next_request += 1;
         let joined = v.joined;
-        v.pending.push(Pending {
+        v.asked.push(Asked {
             id,
             kind,
-            held: 0,
-            peer_bytes: 0,
-            from_cdn: false,
-            peer: None,
-            http: None,
             origin_last: 0,
         });
         let in_flight = v
-            .pending
+            .asked
             .iter()
             .filter(|x| matches!(x.kind, Kind::Media { .. }))
             .count() as u64;
@@ -1285,259 +1301,199 @@ impl<'a> Sim<'a> {
             retry_not_found: deadline.is_some(),
             share,
         };
-        self.feed(p, Input::Submit { id, request })
+        self.feed(p, Input::Submit { id, request });
     }
 
-    fn act(&mut self, p: PeerIdx, action: Action) -> Vec<Action> {
-        match action {
-            Action::StartHttp { id, from, .. } => self.start_http(p, id, from),
-            Action::AbortHttp { id } => {
-                let now = self.now;
-                if let Some(pending) = self.v(p).pending_mut(id)
-                    && let Some(http) = pending.http.take()
-                {
-                    let sent = (now.saturating_sub(http.first_byte_at) as f64 * http.bytes_per_us)
-                        .min(http.bytes as f64) as u64;
-                    self.totals.result.origin_bytes += sent;
-                }
-                Vec::new()
-            }
-            Action::StartPeer { id, peer, from } => {
-                let v = self.v(p);
-                let link = v.link(peer);
-                let (Some(pending), Some(link)) = (v.pending_mut(id), link) else {
-                    return self.feed(
-                        p,
-                        Input::PeerFinished {
-                            id,
-                            outcome: PeerOutcome::Failed,
-                        },
-                    );
-                };
-                let Kind::Media { sequence, .. } = pending.kind else {
-                    return Vec::new();
-                };
-                pending.held = from;
-                pending.peer = Some(peer);
-                self.totals.result.peer_requests += 1;
-                self.send(
-                    link,
-                    Msg::Request {
-                        req: id,
-                        segment: sequence,
-                        from,
-                    },
-                );
-                Vec::new()
-            }
-            Action::AbortPeer { id, peer } => {
-                let v = self.v(p);
-                if let Some(pending) = v.pending_mut(id) {
-                    pending.peer = None;
-                }
-                if let Some(link) = v.link(peer) {
-                    self.send(link, Msg::Cancel { req: id });
-                }
-                Vec::new()
-            }
-            // Nobody sends bad data here.
-            Action::BanPeer { .. } => Vec::new(),
-            Action::Deliver { id } => self.deliver(p, id),
-            Action::Fail { id, .. } => {
-                // Live segments are skipped (session.rs); the sim's CDN never fails, so this
-                // only matters if a request runs out of retries.
-                let v = self.v(p);
-                let Some(pos) = v.pending.iter().position(|x| x.id == id) else {
-                    return Vec::new();
-                };
-                let pending = v.pending.remove(pos);
-                let Kind::Media { sequence, .. } = pending.kind else {
-                    return self.drive(p);
-                };
-                self.stop_loading(p, sequence);
-                self.v(p).driver.ready.push(Ready {
-                    sequence,
-                    size: 0,
-                    peer_bytes: 0,
-                    from_cdn: false,
-                    failed: true,
-                });
-                self.play_ready(p)
-            }
-        }
-    }
-
-    fn start_http(&mut self, p: PeerIdx, id: RequestId, from: u64) -> Vec<Action> {
+    fn start_http(&mut self, p: PeerIdx, id: RequestId, from: u64) {
         let now = self.now;
         let (cdn_lo, cdn_hi) = self.cfg.cdn_mbit;
-        let playlist_bytes = self.playlist_bytes();
-        let hashes_bytes = self.hashes_bytes();
         let mesh = self.cfg.mesh;
         let generation = self.generation();
+        let Some(kind) = self.v(p).asked_mut(id).map(|a| a.kind) else {
+            return;
+        };
+        let total = self.answer_bytes(kind);
         let v = self.v(p);
         let per_request = mbit_to_bytes_per_us(v.rng.range((cdn_lo, cdn_hi)));
         let bytes_per_us = per_request.min(v.downlink_bytes_per_us);
         let rtt = v.cdn_rtt;
         let has_links = !v.links.is_empty();
-        let Some(pending) = v.pending_mut(id) else {
-            return Vec::new();
-        };
-        pending.held = from;
-        if from == 0 {
-            pending.peer_bytes = 0;
-        }
-        pending.peer = None;
-        let bytes = match pending.kind {
-            Kind::Playlist => playlist_bytes,
-            Kind::Hashes => hashes_bytes,
-            Kind::Media { size, .. } => size - from.min(size),
-        };
-        pending.http = Some(HttpTransfer {
+        let bytes = total - (from * BYTE_SCALE).min(total);
+        v.http.retain(|h| h.id != id);
+        v.http.push(HttpTransfer {
+            id,
             generation,
             first_byte_at: now + rtt,
             bytes,
+            from,
             bytes_per_us,
         });
-        let kind = pending.kind;
         let done = now + rtt + (bytes as f64 / bytes_per_us) as Micros;
         self.schedule(done, Event::HttpDone(p, id, generation));
         let r = &mut self.totals.result;
         match kind {
             Kind::Media {
-                sequence,
                 deadline,
                 first,
                 from_peers,
                 ..
             } => {
                 r.origin_media_requests += 1;
-                let reasons = &mut r.cdn_reasons;
                 if mesh {
+                    let reasons = &mut r.cdn_reasons;
+                    let urgent = to_micros(SchedulerConfig::default().urgent_window);
                     if from > 0 {
                         reasons.resume += 1;
                     } else if first {
                         reasons.first += 1;
                     } else if !from_peers {
                         reasons.unverifiable += 1;
-                    } else if deadline <= now + URGENT_WINDOW {
+                    } else if deadline <= now + urgent {
                         reasons.urgent += 1;
                     } else if !has_links {
                         reasons.alone += 1;
                     } else {
                         reasons.seed += 1;
                     }
-                    // The hub announces it as loading: it will serve it afterwards.
-                    let v = self.v(p);
-                    if !v.loading.contains(&sequence) {
-                        v.loading.push(sequence);
-                        v.announce_due = true;
-                    }
                 }
             }
             _ => r.origin_other_requests += 1,
         }
-        Vec::new()
+    }
+
+    fn abort_http(&mut self, p: PeerIdx, id: RequestId) {
+        let now = self.now;
+        let v = self.v(p);
+        if let Some(pos) = v.http.iter().position(|h| h.id == id) {
+            let http = v.http.remove(pos);
+            self.totals.result.origin_bytes += http.sent_by(now);
+        }
     }
 
     fn http_done(&mut self, p: PeerIdx, id: RequestId, generation: u64) {
         let now = self.now;
         let Some(v) = self.viewer(p) else { return };
-        let Some(pending) = v.pending_mut(id) else {
+        let Some(pos) = v
+            .http
+            .iter()
+            .position(|h| h.id == id && h.generation == generation)
+        else {
             return;
         };
-        if pending.http.map(|h| h.generation) != Some(generation) {
-            return;
-        }
-        let http = pending.http.take().expect("checked above");
-        pending.from_cdn |= http.bytes > 0;
-        let media = if let Kind::Media { size, .. } = pending.kind {
-            pending.held = size;
-            true
-        } else {
-            false
-        };
+        let http = v.http.remove(pos);
         let rtt = v.cdn_rtt;
+        let elapsed = now.saturating_sub(http.first_byte_at - rtt);
         // The origin answered half a round trip after the request left.
         let answered =
             now.saturating_sub(rtt / 2 + (http.bytes as f64 / http.bytes_per_us) as Micros);
         let origin_last = self.origin_last(answered);
         let v = self.v(p);
-        if let Some(pending) = v.pending_mut(id) {
-            pending.origin_last = origin_last;
-        }
+        let media = match v.asked_mut(id) {
+            Some(asked) => {
+                asked.origin_last = origin_last;
+                matches!(asked.kind, Kind::Media { .. })
+            }
+            None => false,
+        };
         let r = &mut self.totals.result;
         r.origin_bytes += http.bytes;
         if media {
             r.origin_media_bytes += http.bytes;
         }
-        let actions = self.feed(p, Input::HttpFinished { id, result: Ok(()) });
-        self.apply(p, actions);
-        self.settle(p);
+        let fetched = Fetched {
+            bytes: payload(http.bytes.div_ceil(BYTE_SCALE)),
+            final_url: self.url.clone(),
+            elapsed: Duration::from_micros(elapsed),
+        };
+        self.feed(
+            p,
+            Input::HttpFinished {
+                id,
+                from: http.from,
+                result: Ok(fetched),
+            },
+        );
+        self.pump(p);
     }
 
-    fn deliver(&mut self, p: PeerIdx, id: RequestId) -> Vec<Action> {
+    fn deliver(&mut self, p: PeerIdx, id: RequestId) {
         let now = self.now;
-        let cfg_live_delay = self.cfg.live_delay;
-        let cfg_window = self.cfg.playlist_window;
         let v = self.v(p);
-        let Some(pos) = v.pending.iter().position(|x| x.id == id) else {
-            return Vec::new();
+        let Some(pos) = v.asked.iter().position(|x| x.id == id) else {
+            return;
         };
-        let pending = v.pending.remove(pos);
-        let live_start = live_start(pending.origin_last, cfg_live_delay, cfg_window);
-        match pending.kind {
+        let asked = v.asked.remove(pos);
+        let session_now = v.session_time(now);
+        match asked.kind {
             Kind::Playlist => {
-                let d = &mut v.driver;
-                if d.stage == Stage::Manifest {
-                    d.playlist_last = pending.origin_last;
-                    d.last_reload = now;
-                    d.next_sequence = live_start;
-                } else {
-                    if pending.origin_last == d.playlist_last {
-                        d.unchanged_reloads += 1;
-                    } else {
-                        d.unchanged_reloads = 0;
+                let live_start =
+                    (v.driver.stage == Stage::Manifest).then(|| self.live_start(asked.origin_last));
+                let d = &mut self.v(p).driver;
+                match live_start {
+                    Some(start) => {
+                        d.reloads = Reloads::new(session_now);
+                        d.next_sequence = start;
                     }
-                    d.playlist_last = pending.origin_last;
+                    None => d.reloads.succeeded(asked.origin_last != d.playlist_last),
                 }
+                d.playlist_last = asked.origin_last;
                 // A reload made while a segment loads (session.rs `fetch_ahead_and_wait`) drives too,
                 // unless the driver waits for the hash file.
-                if d.stage == Stage::Hashes {
-                    return Vec::new();
+                if d.stage != Stage::Hashes {
+                    self.drive(p);
                 }
-                self.drive(p)
             }
             Kind::Hashes => {
-                v.driver.hashes_last = Some(pending.origin_last);
+                v.driver.hashes_last = Some(asked.origin_last);
                 if v.driver.stage != Stage::Hashes {
                     // Looked up for a segment fetched ahead.
                     return self.submit_ahead(p);
                 }
                 let sequence = v.driver.next_sequence;
-                let from_peers = pending.origin_last >= sequence;
-                self.submit_media(p, from_peers)
+                self.submit_media(p, asked.origin_last >= sequence);
             }
             Kind::Media { sequence, size, .. } => {
-                v.driver.ready.push(Ready {
+                // The engine counted this segment's peer bytes as it delivered it.
+                let peer_bytes = v.engine.stats().bytes_p2p;
+                let from_peers = (peer_bytes - v.peer_bytes_seen) * BYTE_SCALE;
+                v.peer_bytes_seen = peer_bytes;
+                if from_peers >= size {
+                    self.totals.result.segments_from_peers += 1;
+                } else if from_peers > 0 {
+                    self.totals.result.segments_mixed += 1;
+                }
+                self.v(p).driver.ready.push(Ready {
                     sequence,
                     size,
-                    peer_bytes: pending.peer_bytes,
-                    from_cdn: pending.from_cdn,
                     failed: false,
                 });
-                // The hub caches and announces a segment when it is done, played or not.
-                if self.cfg.mesh {
-                    self.store(p, sequence, size);
-                    self.stop_loading(p, sequence);
-                }
-                self.play_ready(p)
+                self.play_ready(p);
             }
         }
     }
 
+    /// A request ran out of retries: live segments are skipped (session.rs); the sim's CDN
+    /// never fails, so this only matters if peers and retries both give out.
+    fn failed(&mut self, p: PeerIdx, id: RequestId) {
+        let v = self.v(p);
+        let Some(pos) = v.asked.iter().position(|x| x.id == id) else {
+            return;
+        };
+        let asked = v.asked.remove(pos);
+        let Kind::Media { sequence, .. } = asked.kind else {
+            return self.drive(p);
+        };
+        self.v(p).driver.ready.push(Ready {
+            sequence,
+            size: 0,
+            failed: true,
+        });
+        self.play_ready(p);
+    }
+
     /// Plays the segments done whose turn has come, in order; the driver moves on if it was
     /// waiting for one of them.
-    fn play_ready(&mut self, p: PeerIdx) -> Vec<Action> {
+    fn play_ready(&mut self, p: PeerIdx) {
         let now = self.now;
         let mut played_any = false;
         loop {
@@ -1558,19 +1514,12 @@ impl<'a> Sim<'a> {
             let r = &mut self.totals.result;
             r.segments_played += 1;
             r.bytes_played += ready.size;
-            if ready.peer_bytes >= ready.size && !ready.from_cdn {
-                r.segments_from_peers += 1;
-            } else if ready.peer_bytes > 0 {
-                r.segments_mixed += 1;
-            }
             if let Some(slot) = self.totals.played.get_mut(ready.sequence as usize) {
                 *slot = true;
             }
         }
         if played_any && self.v(p).driver.stage == Stage::Segment {
-            self.drive(p)
-        } else {
-            Vec::new()
+            self.drive(p);
         }
     }
 
@@ -1580,42 +1529,52 @@ impl<'a> Sim<'a> {
         let v = self.v(p);
         let next = v.driver.next_sequence;
         v.driver.ready.retain(|r| r.sequence >= next);
-        let passed: Vec<(RequestId, SegmentId)> = v
-            .pending
+        let passed: Vec<RequestId> = v
+            .asked
             .iter()
-            .filter_map(|x| match x.kind {
-                Kind::Media { sequence, .. } if sequence < next => Some((x.id, sequence)),
-                _ => None,
-            })
+            .filter(|x| matches!(x.kind, Kind::Media { sequence, .. } if sequence < next))
+            .map(|x| x.id)
             .collect();
-        for (id, sequence) in passed {
-            let actions = self.feed(p, Input::Cancel { id });
-            self.apply(p, actions);
-            let v = self.v(p);
-            v.pending.retain(|x| x.id != id);
-            self.stop_loading(p, sequence);
+        for id in passed {
+            self.feed(p, Input::Cancel { id });
+            self.v(p).asked.retain(|x| x.id != id);
         }
     }
 
     /// session.rs `fetch_ahead`: the live segments after the current one that the playlist
-    /// lists, each with its own deadline, so they wait for peers while it loads. Not for the
-    /// first segment, which fixes the deadlines' origin, and not without the mesh. A few
-    /// 2 s segments stay well inside `max-buffering-time`.
-    fn submit_ahead(&mut self, p: PeerIdx) -> Vec<Action> {
-        let mut actions = Vec::new();
+    /// lists, each with its own deadline, so they wait for peers while it loads (the plan is
+    /// `mesh_core::playback::fetch_ahead`). Not for the first segment, which fixes the
+    /// deadlines' origin, and not without the mesh.
+    fn submit_ahead(&mut self, p: PeerIdx) {
         if !self.cfg.mesh {
-            return actions;
+            return;
         }
-        for k in 1..=self.cfg.fetch_ahead {
+        let now = self.now;
+        let count = self.cfg.fetch_ahead;
+        let v = self.v(p);
+        let session_now = v.session_time(now);
+        let d = &v.driver;
+        let (Some(origin), true) = (d.deadlines.live_origin(), d.first_media_done) else {
+            return;
+        };
+        let last = d.playlist_last;
+        let duration_of = |sequence: u64| {
+            (sequence as SegmentId <= last).then_some(Duration::from_micros(SEGMENT))
+        };
+        let pts = Duration::from_micros(d.next_pts);
+        let room = pts + Duration::from_micros(MAX_BUFFERING);
+        let plan = playback::fetch_ahead(
+            d.next_sequence as u64,
+            count,
+            pts,
+            origin,
+            room,
+            duration_of,
+        );
+        for ahead in plan.into_iter().skip(1) {
+            let sequence = ahead.sequence as SegmentId;
             let v = self.v(p);
             let d = &v.driver;
-            let (Some(origin), true) = (d.live_origin, d.first_media_done) else {
-                break;
-            };
-            let sequence = d.next_sequence + k as SegmentId;
-            if sequence > d.playlist_last {
-                break;
-            }
             if v.requested_media(sequence) || d.ready.iter().any(|r| r.sequence == sequence) {
                 continue;
             }
@@ -1625,50 +1584,33 @@ impl<'a> Sim<'a> {
                 if v.requested(Kind::Hashes) {
                     break;
                 }
-                let now = self.now;
+                let held = d.hashes_last.is_some();
                 let d = &mut self.v(p).driver;
-                if d.hashes_fetched_at
-                    .is_none_or(|t| now - t >= HASHES_REFETCH)
-                {
-                    d.hashes_fetched_at = Some(now);
-                    actions.extend(self.submit(p, Kind::Hashes, None, None));
+                if d.hashes.due(session_now, held, true) {
+                    d.hashes.started(session_now);
+                    self.submit(p, Kind::Hashes, None, None);
                     break;
                 }
             }
-            let v = self.v(p);
-            let deadline = v.joined + origin + v.driver.next_pts + k * SEGMENT;
-            actions.extend(self.submit_segment(p, sequence, deadline, false, from_peers));
-        }
-        actions
-    }
-
-    fn store(&mut self, p: PeerIdx, sequence: SegmentId, size: u64) {
-        let budget = self.cfg.cache_bytes;
-        let v = self.v(p);
-        if size > budget {
-            return;
-        }
-        v.cache.push_back((sequence, size));
-        v.cache_bytes += size;
-        while v.cache_bytes > budget {
-            let (_, evicted) = v.cache.pop_front().expect("over budget means not empty");
-            v.cache_bytes -= evicted;
-        }
-        v.announce_due = true;
-    }
-
-    fn stop_loading(&mut self, p: PeerIdx, sequence: SegmentId) {
-        let v = self.v(p);
-        if let Some(pos) = v.loading.iter().position(|s| *s == sequence) {
-            v.loading.remove(pos);
-            v.announce_due = true;
+            let deadline = self.v(p).joined + to_micros(ahead.deadline);
+            self.submit_segment(p, sequence, deadline, false, from_peers);
         }
     }
 
     // ---- the session's live driver ----
 
+    /// When the playlist is next due for a reload, in simulated time.
+    fn reload_due(&mut self, p: PeerIdx) -> Micros {
+        let v = self.v(p);
+        let due = v.driver.reloads.due(
+            Some(Duration::from_micros(SEGMENT)),
+            Duration::from_micros(SEGMENT),
+        );
+        v.joined + to_micros(due)
+    }
+
     /// The driver moves on after its last request: the next segment, or a playlist reload.
-    fn drive(&mut self, p: PeerIdx) -> Vec<Action> {
+    fn drive(&mut self, p: PeerIdx) {
         let now = self.now;
         let window = self.cfg.playlist_window;
         let mesh = self.cfg.mesh;
@@ -1680,10 +1622,10 @@ impl<'a> Sim<'a> {
             d.next_sequence = first;
             self.drop_passed(p);
         }
+        let due = self.reload_due(p);
         let v = self.v(p);
         let d = &mut v.driver;
         if d.next_sequence > d.playlist_last {
-            let due = d.last_reload + reload_interval(d.unchanged_reloads);
             let reloading = v.requested(Kind::Playlist);
             if due <= now && !reloading {
                 return self.start_reload(p);
@@ -1692,7 +1634,7 @@ impl<'a> Sim<'a> {
             if !reloading {
                 self.schedule_reload(p, due);
             }
-            return Vec::new();
+            return;
         }
         let next = d.next_sequence;
         if v.requested_media(next) {
@@ -1702,10 +1644,10 @@ impl<'a> Sim<'a> {
             return self.submit_ahead(p);
         }
         // The deadline's origin is fixed before the hash lookup (session.rs fetch_segment).
-        let session_now = now - v.joined;
+        let session_now = v.session_time(now);
         let d = &mut v.driver;
-        d.live_origin
-            .get_or_insert(session_now.saturating_sub(d.next_pts));
+        d.deadlines
+            .live(session_now, Duration::from_micros(d.next_pts));
         if !mesh {
             return self.submit_media(p, false);
         }
@@ -1713,10 +1655,8 @@ impl<'a> Sim<'a> {
         if d.hashes_last.is_some_and(|last| last >= d.next_sequence) {
             return self.submit_media(p, true);
         }
-        if d.hashes_fetched_at
-            .is_none_or(|t| now - t >= HASHES_REFETCH)
-        {
-            d.hashes_fetched_at = Some(now);
+        if d.hashes.due(session_now, d.hashes_last.is_some(), true) {
+            d.hashes.started(session_now);
             d.stage = Stage::Hashes;
             return self.submit(p, Kind::Hashes, None, None);
         }
@@ -1743,39 +1683,35 @@ impl<'a> Sim<'a> {
         if !d.first_media_done || d.reload_due_at.is_some() {
             return;
         }
-        let due = d.last_reload + reload_interval(d.unchanged_reloads);
+        let due = self.reload_due(p);
         self.schedule_reload(p, due.max(now));
     }
 
-    fn start_reload(&mut self, p: PeerIdx) -> Vec<Action> {
+    fn start_reload(&mut self, p: PeerIdx) {
         let now = self.now;
-        let d = &mut self.v(p).driver;
-        d.last_reload = now;
-        d.stage = Stage::Reload;
-        self.submit(p, Kind::Playlist, None, None)
+        let v = self.v(p);
+        let session_now = v.session_time(now);
+        v.driver.reloads.started(session_now);
+        v.driver.stage = Stage::Reload;
+        self.submit(p, Kind::Playlist, None, None);
     }
 
-    fn submit_media(&mut self, p: PeerIdx, from_peers: bool) -> Vec<Action> {
+    fn submit_media(&mut self, p: PeerIdx, from_peers: bool) {
         let now = self.now;
-        let mesh = self.cfg.mesh;
         let v = self.v(p);
+        let session_now = v.session_time(now);
         let d = &mut v.driver;
         let sequence = d.next_sequence;
-        let pts = d.next_pts;
-        let session_now = now - v.joined;
         // Real-time playback from the live starting point (session.rs fetch_segment).
-        let origin = *d.live_origin.get_or_insert(session_now.saturating_sub(pts));
-        let deadline = v.joined + origin + pts;
-        let first = !d.first_media_done;
-        d.stage = Stage::Segment;
-        let join_swarm = mesh && !v.in_swarm;
-        if join_swarm {
-            self.join_swarm(p);
-        }
-        let mut actions = self.submit_segment(p, sequence, deadline, first, from_peers);
+        let deadline = d
+            .deadlines
+            .live(session_now, Duration::from_micros(d.next_pts));
+        let deadline = v.joined + to_micros(deadline);
+        let first = !v.driver.first_media_done;
+        v.driver.stage = Stage::Segment;
+        self.submit_segment(p, sequence, deadline, first, from_peers);
         self.keep_reloading(p);
-        actions.extend(self.submit_ahead(p));
-        actions
+        self.submit_ahead(p);
     }
 
     /// Requests media segment `sequence`, shared through the mesh when there is one.
@@ -1786,7 +1722,7 @@ impl<'a> Sim<'a> {
         deadline: Micros,
         first: bool,
         from_peers: bool,
-    ) -> Vec<Action> {
+    ) {
         let share = self.cfg.mesh.then(|| Share {
             key: ShareKey {
                 swarm: self.swarm.clone(),
@@ -1803,7 +1739,7 @@ impl<'a> Sim<'a> {
             first,
             from_peers,
         };
-        self.submit(p, kind, Some(deadline), share)
+        self.submit(p, kind, Some(deadline), share);
     }
 
     // ---- tracker and links ----
@@ -1840,9 +1776,8 @@ impl<'a> Sim<'a> {
         // The announce response carries the swarm's counts (complete + incomplete).
         let swarm = self.swarm.clone();
         let peers = self.members.len() as u64;
-        let actions = self.feed(p, Input::SwarmSize { swarm, peers });
-        self.apply(p, actions);
-        self.settle(p);
+        self.feed(p, Input::SwarmSize { swarm, peers });
+        self.pump(p);
         let others = self.members.len().saturating_sub(1);
         let offers = OFFERS_PER_ANNOUNCE.min(self.free_budget(p)).min(others);
         self.v(p).handshakes += offers;
@@ -1901,35 +1836,62 @@ impl<'a> Sim<'a> {
                 remote,
                 one_way,
             });
+        }
+        for (p, remote) in [(offerer, answerer), (answerer, offerer)] {
+            // Either end may be gone already: the engine refused the link and closed it.
+            if self.viewers[p as usize].is_none() || self.v(p).link(id).is_none() {
+                continue;
+            }
+            let (remote_id, address) = identity(remote);
             let swarm = self.swarm.clone();
-            let actions = self.feed(p, Input::PeerConnected { peer: id, swarm });
-            self.apply(p, actions);
-            // The hub sends its state on a new link.
-            let v = self.v(p);
-            let loaded: Rc<[SegmentId]> = v.cache.iter().map(|(s, _)| *s).collect();
-            let loading: Rc<[SegmentId]> = v.loading.iter().copied().collect();
-            let link = v.link(id).expect("just added");
-            self.send(link, Msg::Announce { loaded, loading });
-            self.settle(p);
+            self.feed(
+                p,
+                Input::LinkUp {
+                    link: id,
+                    swarm,
+                    remote: remote_id,
+                    address,
+                },
+            );
+            self.pump(p);
         }
     }
 
+    /// The link's far end closed it, or its peer is gone.
     fn link_down(&mut self, p: PeerIdx, link: LinkId) {
-        let v = self.v(p);
-        let Some(pos) = v.links.iter().position(|l| l.id == link) else {
+        if !self.forget_link(p, link) {
+            return;
+        }
+        self.feed(p, Input::LinkDown { link });
+    }
+
+    /// The engine closes the link: its far end learns it a one-way trip later.
+    fn close_link(&mut self, p: PeerIdx, link: LinkId) {
+        let Some(end) = self.v(p).link(link) else {
             return;
         };
+        self.forget_link(p, link);
+        self.schedule(
+            self.now + end.one_way,
+            Event::LinkDown {
+                at: end.remote,
+                link,
+            },
+        );
+    }
+
+    /// Drops this end of `link` and what it was sending; whether it was open.
+    fn forget_link(&mut self, p: PeerIdx, link: LinkId) -> bool {
+        let v = self.v(p);
+        let Some(pos) = v.links.iter().position(|l| l.id == link) else {
+            return false;
+        };
         v.links.remove(pos);
-        for pending in v.pending.iter_mut() {
-            if pending.peer == Some(link) {
-                pending.peer = None;
-            }
-        }
-        if v.uploader.uploads.iter().any(|u| u.link == link) {
+        if v.uploader.sending.iter().any(|u| u.link == link) {
             self.uploader_advance(p);
             let v = self.v(p);
             let mut cut = 0.0;
-            v.uploader.uploads.retain(|u| {
+            v.uploader.sending.retain(|u| {
                 if u.link == link {
                     cut += u.sent;
                     false
@@ -1940,11 +1902,11 @@ impl<'a> Sim<'a> {
             self.totals.result.bytes_uploaded += cut as u64;
             self.uploader_update(p);
         }
-        let actions = self.feed(p, Input::PeerDisconnected { peer: link });
-        self.apply(p, actions);
+        true
     }
 
-    fn send(&mut self, from: LinkEnd, msg: Msg) {
+    /// Sends a message on `link`: it arrives a one-way trip later, after those sent before.
+    fn send(&mut self, from: LinkEnd, msg: Incoming) {
         self.schedule(
             self.now + from.one_way,
             Event::Msg {
@@ -1955,126 +1917,64 @@ impl<'a> Sim<'a> {
         );
     }
 
-    fn on_message(&mut self, p: PeerIdx, link: LinkId, msg: Msg) {
-        let back = self.v(p).link(link).expect("checked by dispatch");
-        let actions = match msg {
-            Msg::Announce { loaded, loading } => self.feed(
-                p,
-                Input::PeerAnnounced {
-                    peer: link,
-                    loaded: loaded.to_vec(),
-                    loading: loading.to_vec(),
-                },
-            ),
-            Msg::Request { req, segment, from } => {
-                let v = self.v(p);
-                let held = v.cache.iter().find(|(s, _)| *s == segment).map(|(_, n)| *n);
-                let queued = v.uploader.uploads.iter().filter(|u| u.link == link).count();
-                match held {
-                    Some(size) if from <= size && queued <= UPLOAD_QUEUE => {
-                        self.uploader_advance(p);
-                        self.v(p).uploader.uploads.push(Upload {
-                            link,
-                            to: back.remote,
-                            req,
-                            base: from,
-                            size: size - from,
-                            sent: 0.0,
-                            active: false,
-                        });
-                        self.uploader_update(p);
-                    }
-                    _ => self.send(back, Msg::Absent { req }),
-                }
-                Vec::new()
-            }
-            Msg::Cancel { req } => {
-                self.uploader_advance(p);
-                let v = self.v(p);
-                if let Some(pos) = v
-                    .uploader
-                    .uploads
-                    .iter()
-                    .position(|u| u.link == link && u.req == req)
-                {
-                    let upload = v.uploader.uploads.remove(pos);
-                    self.totals.result.bytes_uploaded += upload.sent as u64;
-                }
-                self.uploader_update(p);
-                Vec::new()
-            }
-            Msg::Absent { req } => {
-                self.totals.result.absent_answers += 1;
-                match self.v(p).pending_mut(req) {
-                    Some(pending) if pending.peer == Some(link) => {
-                        pending.peer = None;
-                        self.feed(
-                            p,
-                            Input::PeerFinished {
-                                id: req,
-                                outcome: PeerOutcome::Absent,
-                            },
-                        )
-                    }
-                    _ => Vec::new(),
-                }
-            }
-            Msg::Header { req, size } => match self.v(p).pending_mut(req) {
-                Some(pending) if pending.peer == Some(link) => {
-                    let held = pending.held;
-                    self.feed(
-                        p,
-                        Input::PeerProgress {
-                            id: req,
-                            received: held,
-                            total: Some(held + size),
-                        },
-                    )
-                }
-                _ => Vec::new(),
-            },
-            Msg::Progress { req, received } => match self.v(p).pending_mut(req) {
-                Some(pending) if pending.peer == Some(link) && received > pending.held => {
-                    pending.peer_bytes += received - pending.held;
-                    pending.held = received;
-                    self.feed(
-                        p,
-                        Input::PeerProgress {
-                            id: req,
-                            received,
-                            total: None,
-                        },
-                    )
-                }
-                _ => Vec::new(),
-            },
-            Msg::Completed { req } => match self.v(p).pending_mut(req) {
-                Some(pending) if pending.peer == Some(link) => {
-                    if let Kind::Media { size, .. } = pending.kind {
-                        pending.peer_bytes += size.saturating_sub(pending.held);
-                        pending.held = size;
-                    }
-                    pending.peer = None;
-                    self.feed(
-                        p,
-                        Input::PeerFinished {
-                            id: req,
-                            outcome: PeerOutcome::Complete,
-                        },
-                    )
-                }
-                _ => Vec::new(),
-            },
+    fn send_command(&mut self, p: PeerIdx, link: LinkId, command: Command) {
+        let Some(end) = self.v(p).link(link) else {
+            return;
         };
-        self.apply(p, actions);
+        match command {
+            Command::SegmentRequest { .. } => self.totals.result.peer_requests += 1,
+            Command::SegmentAbsent { .. } => self.totals.result.absent_answers += 1,
+            _ => {}
+        }
+        self.send(end, Incoming::Command(command));
     }
 
-    // ---- uploads: one response at a time over all links (the hub's upload turn) ----
+    // ---- uploads: the link writers, sending what the engine's upload turns order ----
 
-    /// Upload rate in bytes/µs of each active upload, and their sum.
+    /// The engine orders `upload` on `link` (replacing what it sent there), or stops it.
+    fn upload_order(&mut self, p: PeerIdx, link: LinkId, upload: Option<Upload>) {
+        self.uploader_advance(p);
+        let now = self.now;
+        let v = self.v(p);
+        let mut cut = 0.0;
+        v.uploader.sending.retain(|u| {
+            if u.link == link {
+                cut += u.sent;
+                false
+            } else {
+                true
+            }
+        });
+        self.totals.result.bytes_uploaded += cut as u64;
+        let v = self.v(p);
+        if let (Some(upload), Some(end)) = (upload, v.link(link)) {
+            if v.uploader.sending.is_empty() {
+                v.uploader.next_progress = now + PROGRESS_EVERY;
+            }
+            let size = upload.data.len() as u64;
+            v.uploader.sending.push(Sending {
+                link,
+                to: end.remote,
+                request_id: upload.request_id,
+                segment: upload.segment,
+                payload: size,
+                handed: 0,
+                sent: 0.0,
+            });
+            let header = Command::SegmentData {
+                id: upload.segment,
+                request_id: upload.request_id,
+                size,
+            };
+            self.send(end, Incoming::Command(header));
+        }
+        self.uploader_update(p);
+    }
+
+    /// Upload rate in real bytes/µs of each upload being sent, and their sum.
     fn upload_rates(&self, p: PeerIdx) -> (Vec<f64>, f64) {
         let v = self.viewers[p as usize].as_ref().expect("live viewer");
-        let active = v.uploader.uploads.iter().filter(|u| u.active).count();
+        let active = v.uploader.sending.len();
         if active == 0 {
             return (Vec::new(), 0.0);
         }
@@ -2086,9 +1986,8 @@ impl<'a> Sim<'a> {
         let share = total / active as f64;
         let rates: Vec<f64> = v
             .uploader
-            .uploads
+            .sending
             .iter()
-            .filter(|u| u.active)
             .map(|u| {
                 let down = self.viewers[u.to as usize]
                     .as_ref()
@@ -2111,14 +2010,8 @@ impl<'a> Sim<'a> {
         if dt == 0.0 {
             return;
         }
-        for (upload, rate) in v
-            .uploader
-            .uploads
-            .iter_mut()
-            .filter(|u| u.active)
-            .zip(rates)
-        {
-            upload.sent = (upload.sent + rate * dt).min(upload.size as f64);
+        for (upload, rate) in v.uploader.sending.iter_mut().zip(rates) {
+            upload.sent = (upload.sent + rate * dt).min(upload.real_size());
         }
         if let Some(cap) = cap {
             let bucket = cap * SEC as f64;
@@ -2131,63 +2024,50 @@ impl<'a> Sim<'a> {
         }
     }
 
-    /// Finishes complete uploads, starts the next one of each link, reports progress and sets
-    /// the next upload timer. Call after `uploader_advance`.
+    /// Hands the data sent so far to the links (every [`PROGRESS_EVERY`] and at the end),
+    /// finishes complete uploads with `sending completed`, and sets the next upload timer.
     fn uploader_update(&mut self, p: PeerIdx) {
         self.uploader_advance(p);
         let now = self.now;
-        let links: Vec<LinkEnd> = self.v(p).links.clone();
-        let link_of = |id: LinkId| links.iter().find(|l| l.id == id).copied();
-        // Done: `sending completed` goes out.
         let v = self.v(p);
+        let report = now >= v.uploader.next_progress;
+        if report {
+            v.uploader.next_progress = now + PROGRESS_EVERY;
+        }
+        let mut handed = Vec::new();
         let mut done = Vec::new();
-        v.uploader.uploads.retain(|u| {
-            if u.active && u.sent + 0.5 >= u.size as f64 {
-                done.push((u.link, u.req, u.size));
-                false
+        v.uploader.sending.retain_mut(|u| {
+            let complete = u.sent + 0.5 >= u.real_size();
+            let sent = if complete {
+                u.payload
             } else {
-                true
+                (u.sent as u64 / BYTE_SCALE).min(u.payload)
+            };
+            if (report || complete) && sent > u.handed {
+                handed.push((u.link, u.request_id, sent - u.handed));
+                u.handed = sent;
             }
+            if complete {
+                done.push((u.link, u.request_id, u.segment, u.payload));
+            }
+            !complete
         });
-        for (link, req, size) in done {
-            self.totals.result.bytes_uploaded += size;
-            if let Some(link) = link_of(link) {
-                self.send(link, Msg::Completed { req });
+        for (link, request_id, len) in handed {
+            if let Some(end) = self.v(p).link(link) {
+                self.send(end, Incoming::Data(payload(len)));
+                self.feed(p, Input::UploadProgress { link, request_id });
             }
         }
-        // Progress of the data sent so far.
-        let v = self.v(p);
-        let any_active = v.uploader.uploads.iter().any(|u| u.active);
-        if any_active && now >= v.uploader.next_progress {
-            v.uploader.next_progress = now + PROGRESS_EVERY;
-            let reports: Vec<(LinkId, RequestId, u64)> = v
-                .uploader
-                .uploads
-                .iter()
-                .filter(|u| u.active)
-                .map(|u| (u.link, u.req, u.base + u.sent as u64))
-                .collect();
-            for (link, req, received) in reports {
-                if let Some(link) = link_of(link) {
-                    self.send(link, Msg::Progress { req, received });
-                }
-            }
-        }
-        // The hub's upload turn: the oldest queued response starts when none is being sent.
-        let v = self.v(p);
-        let mut started = Vec::new();
-        if !v.uploader.uploads.iter().any(|u| u.active)
-            && let Some(u) = v.uploader.uploads.first_mut()
-        {
-            u.active = true;
-            started.push((u.link, u.req, u.size));
-        }
-        if !started.is_empty() && !any_active {
-            v.uploader.next_progress = now + PROGRESS_EVERY;
-        }
-        for (link, req, size) in started {
-            if let Some(link) = link_of(link) {
-                self.send(link, Msg::Header { req, size });
+        for (link, request_id, segment, size) in done {
+            self.totals.result.bytes_uploaded += size * BYTE_SCALE;
+            if let Some(end) = self.v(p).link(link) {
+                let completed = Command::SendingCompleted {
+                    id: segment,
+                    request_id,
+                };
+                self.send(end, Incoming::Command(completed));
+                self.feed(p, Input::UploadDone { link, request_id });
+                self.feed(p, Input::Uploaded { bytes: size });
             }
         }
         // The next moment something changes: a completion, the bucket running dry, a report.
@@ -2195,9 +2075,9 @@ impl<'a> Sim<'a> {
         let cap = self.cfg.upload_cap_bytes_per_us;
         let v = self.v(p);
         let mut next: Option<Micros> = None;
-        for (u, rate) in v.uploader.uploads.iter().filter(|u| u.active).zip(&rates) {
+        for (u, rate) in v.uploader.sending.iter().zip(&rates) {
             if *rate > 0.0 {
-                let left = (u.size as f64 - u.sent).max(0.0);
+                let left = (u.real_size() - u.sent).max(0.0);
                 let at = now + (left / rate).ceil() as Micros;
                 next = Some(next.map_or(at, |n: Micros| n.min(at)));
             }

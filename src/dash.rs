@@ -166,7 +166,6 @@ impl DashSession {
     }
 }
 
-
 /// Sets the clock offset from the MPD's first usable UTCTiming; keeps the local clock when
 /// there is none or none answers.
 async fn sync_clock(delivery: &Delivery, state: &mut State) {

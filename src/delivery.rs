@@ -1,52 +1,42 @@
-//! The delivery hub of one session: every fetch (manifest, key, init or media segment) is one
-//! [`SegmentRequest`] submitted to it, and the sans-IO [`Scheduler`] decides whether the CDN or a
-//! peer serves it and when.
+//! The delivery hub of one session: the tokio driver of the sans-IO delivery engine
+//! ([`mesh_core::delivery::engine`]). Every fetch (manifest, key, init or media segment) is one
+//! [`SegmentRequest`] submitted through a [`Delivery`] handle; the engine decides whether the CDN
+//! or a peer serves it and when, and the hub carries out what it says: HTTP transfers, commands
+//! and uploads on peer links, joins through signalling, answers to requesters.
 //!
-//! The hub task owns the scheduler, the HTTP transfers, the peer links (their downloads and
-//! uploads), the segment cache and the statistics. Tracker signalling runs in its own tasks
-//! ([`crate::mesh::signalling`]) and hands the hub each data channel once it is open. The hub
-//! never waits on a peer: each link has a reader and a writer task with bounded queues.
+//! Tracker signalling runs in its own tasks ([`crate::mesh::signalling`]) and hands the hub each
+//! data channel once it is open. The hub never waits on a peer: each link has a reader and a
+//! writer task with bounded queues.
 //!
 //! Hostile peers are held to bounds where their input enters: the reader reads at most
 //! [`LINK_COMMANDS_PER_SECOND`] commands and [`LINK_COMMAND_BYTES_PER_SECOND`] command bytes
 //! a second (beyond that the channel is not read; a link that keeps its budget spent for
 //! [`LINK_FLOOD_GRACE`] is cut as an offence, since the stack below still queues), and passes on
-//! at most [`LINK_ANNOUNCEMENTS_PER_SECOND`] announcements (the latest one wins). Answers to
-//! our requests are checked by [`inbound::Inbound`]; uploads take turns with a send deadline
-//! ([`uploads::UploadTurns`]). Protocol breaches are offences: the link closes, and the second
-//! offence of a peer id or address bans it ([`crate::mesh::guard::Bans`]). Data that fails its
-//! hash, or a size claim the origin contradicts, bans at once.
+//! at most [`LINK_ANNOUNCEMENTS_PER_SECOND`] announcements (the latest one wins). What is read
+//! is judged by the engine.
 
-use mesh_core::delivery::{inbound, uploads};
+pub use mesh_core::delivery::engine::{
+    DISCOVERY_GRACE, MAX_ANNOUNCED_IDS, MAX_JOINED_SWARMS, MAX_PEER_SEGMENT_BYTES, StatsSnapshot,
+    UPLOAD_CHUNK, UPLOAD_SEND_DEADLINE, WARNING_WINDOW,
+};
 
 use crate::error::MeshError;
 use crate::fetch::{Fetched, HttpConfig, build_client, http_get};
-use crate::mesh::cache::SegmentCache;
-use crate::mesh::guard::{Bans, OffenceOutcome, TokenBucket, WarningLimiter};
-use crate::mesh::integrity;
+use crate::mesh::guard::{Bans, TokenBucket};
 use crate::mesh::protocol::{self, Command, Incoming};
 use crate::mesh::signalling::{HubEvent, PeerSlot, Signalling, SignallingConfig};
-use crate::mesh::swarm::{InfoHash, PeerId};
 use crate::mesh::transport::{ChannelEvent, ChannelSender, PeerChannel};
-use crate::scheduler::{
-    Action, Input, PeerOutcome, PeerRef, RequestId, Scheduler, SchedulerConfig, SegmentRequest,
-    Share, ShareKey,
-};
-use bytes::{Bytes, BytesMut};
-use inbound::{Asked, Inbound, Verdict};
-use std::collections::{BTreeSet, HashMap, VecDeque};
-use std::net::IpAddr;
-use std::sync::atomic::{AtomicU64, Ordering};
+use crate::scheduler::{PeerRef, RequestId, SchedulerConfig, SegmentRequest, ShareKey};
+use bytes::Bytes;
+use mesh_core::delivery::engine::{self, Engine, EngineConfig, Output};
+use mesh_core::delivery::uploads::Upload;
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio::task::{AbortHandle, JoinSet};
-use uploads::{Upload, UploadAction, UploadTurns};
 
-/// A segment from a peer may claim at most this size when the origin does not give it (a
-/// byte range): twice the default `cache-size`, beyond which a default viewer stores nothing
-/// to serve.
-pub const MAX_PEER_SEGMENT_BYTES: u64 = 16 * 1024 * 1024;
 /// Commands queued to one peer before it counts as unresponsive.
 pub const LINK_CONTROL_QUEUE: usize = 64;
 /// Commands read from one link per second, on average (bursts of twice that).
@@ -60,23 +50,8 @@ pub const LINK_FLOOD_GRACE: Duration = Duration::from_secs(3);
 /// Announcements passed on to the scheduler per link per second; the rest wait, and only the
 /// latest is kept.
 pub const LINK_ANNOUNCEMENTS_PER_SECOND: f64 = 5.0;
-/// Segment ids in one announcement list at most; a longer list is an offence.
-pub const MAX_ANNOUNCED_IDS: usize = 4096;
-/// How long the link holding the upload turn may go without handing a data message to the
-/// transport before it is cut (plus what the upload rate cap makes it wait).
-pub const UPLOAD_SEND_DEADLINE: Duration = Duration::from_secs(3);
-/// Size claims remembered per request, to check against the size the origin gives.
-const MAX_CLAIMS: usize = 16;
-/// Bus warnings of one kind at most once per this window; the count of the others follows.
-pub const WARNING_WINDOW: Duration = Duration::from_secs(10);
 /// How often a writer looks at what its peer has acknowledged while it waits.
 const ACK_POLL: Duration = Duration::from_millis(200);
-/// Upload data messages: small enough for a smooth rate cap and steady progress reports.
-const UPLOAD_CHUNK: usize = 16 * 1024;
-/// How long after start segments with time to spare wait for peers still being found.
-const DISCOVERY_GRACE: Duration = Duration::from_secs(3);
-/// Swarms joined at once: the current rendition of each track and a few recent ones.
-const MAX_JOINED_SWARMS: usize = 6;
 
 /// Mesh settings; `None` in [`Delivery::spawn`] means CDN only.
 #[derive(Debug, Clone)]
@@ -90,7 +65,8 @@ pub struct MeshConfig {
     pub cache_size: usize,
 }
 
-/// Counters of one session, read by the element for `stats` and `mesh-statistics`.
+/// Counters of one session, read by the element for `stats` and `mesh-statistics`: the
+/// engine's, published by the hub after every step.
 #[derive(Debug, Default)]
 pub struct MeshStats {
     pub bytes_cdn: AtomicU64,
@@ -101,18 +77,6 @@ pub struct MeshStats {
     pub segments_rejected: AtomicU64,
     pub peers: AtomicU64,
     pub peers_banned: AtomicU64,
-}
-
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct StatsSnapshot {
-    pub bytes_cdn: u64,
-    pub bytes_p2p: u64,
-    pub bytes_uploaded: u64,
-    pub segments_cdn: u64,
-    pub segments_p2p: u64,
-    pub segments_rejected: u64,
-    pub peers: u64,
-    pub peers_banned: u64,
 }
 
 impl MeshStats {
@@ -130,8 +94,16 @@ impl MeshStats {
         }
     }
 
-    fn add(counter: &AtomicU64, n: u64) {
-        counter.fetch_add(n, Ordering::Relaxed);
+    fn publish(&self, stats: &StatsSnapshot) {
+        let set = |c: &AtomicU64, v: u64| c.store(v, Ordering::Relaxed);
+        set(&self.bytes_cdn, stats.bytes_cdn);
+        set(&self.bytes_p2p, stats.bytes_p2p);
+        set(&self.bytes_uploaded, stats.bytes_uploaded);
+        set(&self.segments_cdn, stats.segments_cdn);
+        set(&self.segments_p2p, stats.segments_p2p);
+        set(&self.segments_rejected, stats.segments_rejected);
+        set(&self.peers, stats.peers);
+        set(&self.peers_banned, stats.peers_banned);
     }
 }
 
@@ -147,7 +119,7 @@ pub struct Delivery {
     jobs: mpsc::Sender<Job>,
     cancels: mpsc::UnboundedSender<RequestId>,
     withdrawals: mpsc::Sender<ShareKey>,
-    next_id: Arc<AtomicU64>,
+    next_id: Arc<AtomicI64>,
     started: Instant,
 }
 
@@ -187,40 +159,31 @@ impl Delivery {
             (!m.signalling.trackers.is_empty())
                 .then(|| Signalling::spawn(m.signalling.clone(), hub_tx.clone(), bans.clone()))
         });
-        let upload_limit = mesh.as_ref().map_or(0, |m| m.max_upload_rate);
-        // A chunk the rate cap holds back does not count against the deadline.
-        let rate_wait = if upload_limit > 0 {
-            Duration::from_secs_f64(2.0 * UPLOAD_CHUNK as f64 / upload_limit as f64)
-        } else {
-            Duration::ZERO
-        };
-        let mut scheduler = scheduler;
-        if signalling.is_some() {
-            scheduler.discovery_grace = DISCOVERY_GRACE;
-        }
+        let max_upload_rate = mesh.as_ref().map_or(0, |m| m.max_upload_rate);
+        let engine = Engine::new(
+            EngineConfig {
+                scheduler,
+                discovery: signalling.is_some(),
+                upload: mesh.as_ref().is_some_and(|m| m.upload),
+                max_upload_rate,
+                cache_size: mesh.as_ref().map_or(0, |m| m.cache_size),
+            },
+            bans,
+        );
         let hub = Hub {
-            scheduler: Scheduler::new(scheduler),
+            engine,
             client,
             timeout: http.timeout,
             started,
             stats,
             warnings,
-            requests: HashMap::new(),
+            replies: HashMap::new(),
             transfers: JoinSet::new(),
             http_aborts: HashMap::new(),
             links: HashMap::new(),
             next_link: 1,
-            bans,
-            uploads: UploadTurns::new(UPLOAD_SEND_DEADLINE + rate_wait),
-            warning_limiter: WarningLimiter::new(WARNING_WINDOW),
-            cache: Arc::new(Mutex::new(SegmentCache::new(
-                mesh.as_ref().map_or(0, |m| m.cache_size),
-            ))),
-            loading: BTreeSet::new(),
-            withdrawn: Withdrawn::default(),
-            joined: Vec::new(),
-            upload_limiter: (upload_limit > 0).then(|| Arc::new(RateLimiter::new(upload_limit))),
-            upload: mesh.as_ref().is_some_and(|m| m.upload),
+            upload_limiter: (max_upload_rate > 0)
+                .then(|| Arc::new(RateLimiter::new(max_upload_rate))),
             signalling,
             hub_tx,
         };
@@ -229,7 +192,7 @@ impl Delivery {
             jobs,
             cancels,
             withdrawals,
-            next_id: Arc::new(AtomicU64::new(1)),
+            next_id: Arc::new(AtomicI64::new(1)),
             started,
         })
     }
@@ -272,84 +235,12 @@ impl Delivery {
     }
 }
 
-/// A size a peer claimed for a request's segment (what it held before, plus the `segment data`
-/// size), to check against the size the origin turns out to give.
-#[derive(Debug, Clone)]
-struct Claim {
-    peer: PeerId,
-    address: Option<IpAddr>,
-    total: u64,
-}
-
-/// A request the hub is serving.
-struct Pending {
-    request: SegmentRequest,
-    reply: oneshot::Sender<Result<Fetched, MeshError>>,
-    /// Bytes held so far (from peers; HTTP appends the rest).
-    data: BytesMut,
-    /// Any of `data` came from peers.
-    from_peers: bool,
-    /// Bytes of `data` from peers, counted in the statistics once delivered.
-    peer_bytes: u64,
-    /// Some of `data` came over HTTP.
-    from_cdn: bool,
-    /// The link serving it now, if a peer does.
-    peer: Option<PeerRef>,
-    /// Size claims of the peers that served it, oldest first, at most [`MAX_CLAIMS`].
-    claims: VecDeque<Claim>,
-    /// Time spent in transfers, for throughput estimates (waiting does not count).
-    active: Duration,
-    transfer_started: Option<Instant>,
-    final_url: Option<url::Url>,
-}
-
-impl Pending {
-    fn begin_transfer(&mut self) {
-        self.transfer_started = Some(Instant::now());
-    }
-
-    fn end_transfer(&mut self) {
-        if let Some(t) = self.transfer_started.take() {
-            self.active += t.elapsed();
-        }
-    }
-
-    /// The segment's size when the origin gives it (a byte range).
-    fn known_size(&self) -> Option<u64> {
-        self.request.resource.range.map(|r| r.length)
-    }
-
-    fn id_ambiguous(&self) -> bool {
-        self.request.share.as_ref().is_some_and(|s| s.id_ambiguous)
-    }
-
-    /// Takes the size claims that `is_false` proves lies; under an ambiguous id none is one
-    /// (the peer may have meant another segment).
-    fn false_claims(&mut self, is_false: impl Fn(u64) -> bool) -> Vec<Claim> {
-        let claims = std::mem::take(&mut self.claims);
-        if self.id_ambiguous() {
-            return Vec::new();
-        }
-        claims.into_iter().filter(|c| is_false(c.total)).collect()
-    }
-
-    fn drop_peer_bytes(&mut self) {
-        self.data.clear();
-        self.from_peers = false;
-        self.peer_bytes = 0;
-    }
-}
-
-struct Link {
-    swarm: InfoHash,
-    remote: PeerId,
-    /// Where its packets come from.
-    address: Option<IpAddr>,
+/// The I/O side of one peer link.
+struct LinkIo {
     control: mpsc::Sender<Command>,
     /// The upload the writer is to send now, if any.
     orders: watch::Sender<Option<Upload>>,
     sender: ChannelSender,
-    inbound: Inbound,
     tasks: Vec<AbortHandle>,
     /// Its share of the peer budget, given back when the link is dropped.
     _slot: PeerSlot,
@@ -357,30 +248,20 @@ struct Link {
 
 type HttpResult = (RequestId, u64, Result<Fetched, MeshError>);
 
+/// The hub task: owns the engine and carries out its outputs.
 struct Hub {
-    scheduler: Scheduler,
+    engine: Engine,
     client: reqwest::Client,
     timeout: Duration,
     started: Instant,
     stats: Arc<MeshStats>,
     warnings: mpsc::Sender<MeshError>,
-    requests: HashMap<RequestId, Pending>,
+    replies: HashMap<RequestId, oneshot::Sender<Result<Fetched, MeshError>>>,
     transfers: JoinSet<HttpResult>,
     http_aborts: HashMap<RequestId, AbortHandle>,
-    links: HashMap<PeerRef, Link>,
+    links: HashMap<PeerRef, LinkIo>,
     next_link: PeerRef,
-    bans: Arc<Bans>,
-    uploads: UploadTurns,
-    warning_limiter: WarningLimiter,
-    cache: Arc<Mutex<SegmentCache>>,
-    /// Shareable segments being fetched from the CDN: announced as loading.
-    loading: BTreeSet<(InfoHash, crate::mesh::SegmentId)>,
-    /// Segment ids the session withdrew: never stored or announced again.
-    withdrawn: Withdrawn,
-    /// Swarms joined, least recently used first.
-    joined: Vec<InfoHash>,
     upload_limiter: Option<Arc<RateLimiter>>,
-    upload: bool,
     signalling: Option<Signalling>,
     hub_tx: mpsc::Sender<HubEvent>,
 }
@@ -398,42 +279,43 @@ impl Hub {
         mut events: mpsc::Receiver<HubEvent>,
     ) {
         loop {
-            let now = self.now();
-            let wake = [self.scheduler.next_wakeup(now), self.uploads.next_wakeup()]
-                .into_iter()
-                .flatten()
-                .min()
+            let wake = self
+                .carry_out()
                 .map(|t| tokio::time::Instant::from_std(self.started + t));
-            let actions = tokio::select! {
+            self.stats.publish(&self.engine.stats());
+            let input = tokio::select! {
                 job = jobs.recv() => match job {
-                    Some(job) => self.submit(job),
+                    Some(Job { id, request, reply }) => {
+                        self.replies.insert(id, reply);
+                        engine::Input::Submit { id, request }
+                    }
                     // Every handle is gone: nobody waits for what is still in flight.
                     None => break,
                 },
                 Some(id) = cancels.recv() => {
-                    self.forget(id);
-                    self.scheduler.handle(self.now(), Input::Cancel { id })
+                    self.replies.remove(&id);
+                    engine::Input::Cancel { id }
                 }
-                Some(key) = withdrawals.recv() => {
-                    self.withdraw(&key);
-                    Vec::new()
-                }
+                Some(key) = withdrawals.recv() => engine::Input::Withdraw { key },
                 Some(joined) = self.transfers.join_next(), if !self.transfers.is_empty() => {
                     match joined {
-                        Ok((id, from, result)) => self.http_done(id, from, result),
-                        Err(_) => Vec::new(), // aborted on cancel
+                        Ok((id, from, result)) => {
+                            self.http_aborts.remove(&id);
+                            engine::Input::HttpFinished { id, from, result }
+                        }
+                        Err(_) => continue, // aborted
                     }
                 }
-                Some(event) = events.recv() => self.on_event(event),
+                Some(event) = events.recv() => match self.on_event(event) {
+                    Some(input) => input,
+                    None => continue,
+                },
                 _ = tokio::time::sleep_until(wake.unwrap_or_else(tokio::time::Instant::now)), if wake.is_some() => {
-                    let now = self.now();
-                    let cuts = self.uploads.poll(now);
-                    let mut actions = self.apply_uploads(cuts);
-                    actions.extend(self.scheduler.poll(now));
-                    actions
+                    self.engine.handle_timeout(self.now());
+                    continue;
                 }
             };
-            self.apply(actions);
+            self.engine.handle_input(self.now(), input);
         }
         self.transfers.abort_all();
         for (_, link) in self.links.drain() {
@@ -442,732 +324,137 @@ impl Hub {
         self.stats.peers.store(0, Ordering::Relaxed);
     }
 
-    fn submit(&mut self, job: Job) -> Vec<Action> {
-        let Job { id, request, reply } = job;
-        if let Some(share) = &request.share {
-            self.join(&share.key.swarm);
-        }
-        self.requests.insert(
-            id,
-            Pending {
-                request: request.clone(),
-                reply,
-                data: BytesMut::new(),
-                from_peers: false,
-                peer_bytes: 0,
-                from_cdn: false,
-                peer: None,
-                claims: VecDeque::new(),
-                active: Duration::ZERO,
-                transfer_started: None,
-                final_url: None,
-            },
-        );
-        self.scheduler
-            .handle(self.now(), Input::Submit { id, request })
-    }
-
-    /// Joins the swarm through every tracker, leaving the least recently used one beyond the
-    /// limit.
-    fn join(&mut self, swarm: &InfoHash) {
-        if let Some(pos) = self.joined.iter().position(|s| s == swarm) {
-            let s = self.joined.remove(pos);
-            self.joined.push(s);
-            return;
-        }
-        self.joined.push(swarm.clone());
-        if let Some(signalling) = &self.signalling {
-            signalling.join(swarm.clone());
-            if self.joined.len() > MAX_JOINED_SWARMS {
-                let old = self.joined.remove(0);
-                signalling.leave(old);
-            }
-        } else if self.joined.len() > MAX_JOINED_SWARMS {
-            self.joined.remove(0);
-        }
-    }
-
-    fn forget(&mut self, id: RequestId) {
-        if let Some(pending) = self.requests.remove(&id) {
-            self.stop_loading(&pending.request.share);
-        }
-    }
-
-    fn apply(&mut self, actions: Vec<Action>) {
-        let mut queue = std::collections::VecDeque::from(actions);
-        while let Some(action) = queue.pop_front() {
-            let more = self.act(action);
-            queue.extend(more);
-        }
-    }
-
-    fn act(&mut self, action: Action) -> Vec<Action> {
-        match action {
-            Action::StartHttp { id, from, .. } => {
-                let Some(pending) = self.requests.get_mut(&id) else {
-                    return Vec::new();
-                };
-                pending.data.truncate(from as usize);
-                if from == 0 {
-                    pending.from_peers = false;
-                    pending.peer_bytes = 0;
+    /// Carries out the engine's outputs; returns when it next wants the clock.
+    fn carry_out(&mut self) -> Option<Duration> {
+        loop {
+            match self.engine.poll_output() {
+                Output::Timeout(wake) => return wake,
+                Output::StartHttp { id, resource, from } => {
+                    let (client, timeout) = (self.client.clone(), self.timeout);
+                    let handle = self.transfers.spawn(async move {
+                        (id, from, http_get(&client, &resource, from, timeout).await)
+                    });
+                    self.http_aborts.insert(id, handle);
                 }
-                pending.peer = None;
-                pending.begin_transfer();
-                let resource = pending.request.resource.clone();
-                let share = pending.request.share.clone();
-                let (client, timeout) = (self.client.clone(), self.timeout);
-                let handle = self.transfers.spawn(async move {
-                    (id, from, http_get(&client, &resource, from, timeout).await)
-                });
-                self.http_aborts.insert(id, handle);
-                // Announced as loading only when it will be served to peers afterwards.
-                if let Some(share) = share
-                    .filter(|s| self.upload && !s.id_ambiguous && !self.withdrawn.contains(&s.key))
-                {
-                    let key = (share.key.swarm.clone(), share.key.segment);
-                    if self.loading.insert(key) {
-                        self.announce(&share.key.swarm);
+                Output::AbortHttp { id } => {
+                    if let Some(handle) = self.http_aborts.remove(&id) {
+                        handle.abort();
                     }
                 }
-            }
-            Action::AbortHttp { id } => {
-                if let Some(handle) = self.http_aborts.remove(&id) {
-                    handle.abort();
+                Output::Send { link, command } => {
+                    if let Some(io) = self.links.get(&link)
+                        && io.control.try_send(command).is_err()
+                    {
+                        let now = self.now();
+                        self.engine
+                            .handle_input(now, engine::Input::LinkStalled { link });
+                    }
                 }
-            }
-            Action::StartPeer { id, peer, from } => {
-                let (Some(pending), Some(link)) =
-                    (self.requests.get_mut(&id), self.links.get_mut(&peer))
-                else {
-                    return self.scheduler.handle(
-                        self.now(),
-                        Input::PeerFinished {
-                            id,
-                            outcome: PeerOutcome::Failed,
-                        },
-                    );
-                };
-                let Some(segment) = pending.request.share.as_ref().map(|s| s.key.segment) else {
-                    return Vec::new();
-                };
-                pending.data.truncate(from as usize);
-                pending.peer = Some(peer);
-                pending.begin_transfer();
-                // A peer meaning another segment by an ambiguous id may state another size.
-                let exact_size = pending
-                    .known_size()
-                    .filter(|_| !pending.id_ambiguous())
-                    .map(|len| len.saturating_sub(from));
-                link.inbound.ask(Asked {
-                    request: id,
-                    exact_size,
-                    max_size: MAX_PEER_SEGMENT_BYTES.saturating_sub(from),
-                });
-                let command = Command::SegmentRequest {
-                    id: segment,
-                    request_id: id as protocol::RequestId,
-                    byte_from: (from > 0).then_some(from),
-                };
-                if link.control.try_send(command).is_err() {
-                    return self.drop_link(peer, "peer does not keep up");
+                Output::Upload { link, upload } => {
+                    if let Some(io) = self.links.get(&link) {
+                        io.orders.send_replace(upload);
+                    }
                 }
-            }
-            Action::AbortPeer { id, peer } => {
-                if let Some(pending) = self.requests.get_mut(&id) {
-                    pending.peer = None;
-                    pending.end_transfer();
+                Output::CloseLink { link } => {
+                    if let Some(io) = self.links.remove(&link) {
+                        close_link(io);
+                    }
                 }
-                if let Some(link) = self.links.get_mut(&peer) {
-                    link.inbound.cancel(id);
-                    let segment = self
-                        .requests
-                        .get(&id)
-                        .and_then(|p| p.request.share.as_ref())
-                        .map_or(0, |s| s.key.segment);
-                    let _ = link.control.try_send(Command::Cancel {
-                        id: segment,
-                        request_id: id as protocol::RequestId,
-                    });
+                Output::Join { swarm } => {
+                    if let Some(signalling) = &self.signalling {
+                        signalling.join(swarm);
+                    }
                 }
-            }
-            Action::BanPeer { peer } => {
-                let Some(link) = self.links.get(&peer) else {
-                    return Vec::new();
-                };
-                let (remote, address) = (link.remote.clone(), link.address);
-                self.ban(&remote, address);
-                return self.drop_link(peer, "sent data that failed verification");
-            }
-            Action::Deliver { id } => {
-                if let Some(pending) = self.requests.remove(&id) {
-                    self.deliver(pending);
+                Output::Leave { swarm } => {
+                    if let Some(signalling) = &self.signalling {
+                        signalling.leave(swarm);
+                    }
                 }
-            }
-            Action::Fail { id, error } => {
-                if let Some(pending) = self.requests.remove(&id) {
-                    self.stop_loading(&pending.request.share);
-                    let _ = pending.reply.send(Err(error));
+                Output::Delivered { id, fetched } => {
+                    if let Some(reply) = self.replies.remove(&id) {
+                        let _ = reply.send(Ok(fetched));
+                    }
+                }
+                Output::Failed { id, error } => {
+                    if let Some(reply) = self.replies.remove(&id) {
+                        let _ = reply.send(Err(error));
+                    }
+                }
+                Output::Warning(error) => {
+                    let _ = self.warnings.try_send(error);
                 }
             }
         }
-        Vec::new()
     }
 
-    fn http_done(
-        &mut self,
-        id: RequestId,
-        from: u64,
-        result: Result<Fetched, MeshError>,
-    ) -> Vec<Action> {
-        self.http_aborts.remove(&id);
-        let now = self.now();
-        let Some(pending) = self.requests.get_mut(&id) else {
-            return self.scheduler.handle(
-                now,
-                Input::HttpFinished {
-                    id,
-                    result: result.map(|_| ()),
-                },
-            );
-        };
-        pending.end_transfer();
-        let mut liars = Vec::new();
-        let result = match result {
-            Ok(fetched) => {
-                MeshStats::add(&self.stats.bytes_cdn, fetched.bytes.len() as u64);
-                pending.data.truncate(from as usize);
-                pending.data.extend_from_slice(&fetched.bytes);
-                pending.from_cdn |= !fetched.bytes.is_empty();
-                pending.final_url = Some(fetched.final_url);
-                // The origin has said how long the segment is: every other claim was a lie.
-                let size = pending.data.len() as u64;
-                liars.extend(pending.false_claims(|total| total != size));
-                let expected = pending.request.share.as_ref().and_then(|s| s.hash);
-                if pending.from_peers
-                    && let Some(hash) = expected
-                    && !integrity::verify(&pending.data, &hash)
-                {
-                    // Peer bytes completed over HTTP do not match: drop them all.
-                    MeshStats::add(&self.stats.segments_rejected, 1);
-                    pending.drop_peer_bytes();
-                    self.ban_claimants(liars);
-                    return self.scheduler.handle(now, Input::IntegrityFailed { id });
-                }
-                Ok(())
-            }
-            Err(e) => {
-                if from > 0 && e.http_status() == Some(416) {
-                    // Nothing at or past `from`: the segment is shorter than every claim that
-                    // reached past it.
-                    liars.extend(pending.false_claims(|total| total > from));
-                    pending.drop_peer_bytes();
-                }
-                Err(e)
-            }
-        };
-        self.ban_claimants(liars);
-        self.scheduler
-            .handle(now, Input::HttpFinished { id, result })
-    }
-
-    fn deliver(&mut self, mut pending: Pending) {
-        pending.end_transfer();
-        let bytes = pending.data.split().freeze();
-        MeshStats::add(&self.stats.bytes_p2p, pending.peer_bytes);
-        if let Some(share) = &pending.request.share {
-            // A segment counts as from peers only when no byte of it came from the CDN.
-            if pending.from_peers && !pending.from_cdn {
-                MeshStats::add(&self.stats.segments_p2p, 1);
-            } else {
-                MeshStats::add(&self.stats.segments_cdn, 1);
-            }
-            self.store(share, &bytes);
-        }
-        self.stop_loading(&pending.request.share);
-        let fetched = Fetched {
-            bytes,
-            final_url: pending
-                .final_url
-                .unwrap_or_else(|| pending.request.resource.url.clone()),
-            elapsed: pending.active,
-        };
-        let _ = pending.reply.send(Ok(fetched));
-    }
-
-    /// Keeps a segment to serve peers, if they can trust it.
-    fn store(&mut self, share: &Share, bytes: &Bytes) {
-        // Never pass on what we know to be wrong; without a hash, receivers verify.
-        let trusted = share
-            .hash
-            .is_none_or(|hash| integrity::verify(bytes, &hash));
-        if !trusted || !self.upload || share.id_ambiguous || self.withdrawn.contains(&share.key) {
-            return;
-        }
-        let mut cache = self.cache.lock().expect("cache lock");
-        let inserted = cache.insert(share.key.swarm.clone(), share.key.segment, bytes.clone());
-        cache.set_playhead(share.key.swarm.clone(), share.key.segment);
-        drop(cache);
-        if inserted.stored || !inserted.evicted.is_empty() {
-            self.announce(&share.key.swarm);
-        }
-    }
-
-    fn withdraw(&mut self, key: &ShareKey) {
-        self.withdrawn.insert(key);
-        let cached = self
-            .cache
-            .lock()
-            .expect("cache lock")
-            .remove(&key.swarm, key.segment)
-            .is_some();
-        let loading = self.loading.remove(&(key.swarm.clone(), key.segment));
-        if cached || loading {
-            self.announce(&key.swarm);
-        }
-    }
-
-    fn stop_loading(&mut self, share: &Option<Share>) {
-        if let Some(share) = share
-            && self
-                .loading
-                .remove(&(share.key.swarm.clone(), share.key.segment))
-        {
-            self.announce(&share.key.swarm);
-        }
-    }
-
-    fn announcement(&self, swarm: &InfoHash) -> Command {
-        let loaded = self.cache.lock().expect("cache lock").held_ids(swarm);
-        let loading = self
-            .loading
-            .iter()
-            .filter(|(s, _)| s == swarm)
-            .map(|(_, id)| *id)
-            .collect();
-        Command::SegmentsAnnouncement { loaded, loading }
-    }
-
-    /// Sends our segment state to every link of the swarm.
-    fn announce(&mut self, swarm: &InfoHash) {
-        if self.links.is_empty() {
-            return;
-        }
-        let command = self.announcement(swarm);
-        let slow: Vec<PeerRef> = self
-            .links
-            .iter()
-            .filter(|(_, l)| &l.swarm == swarm)
-            .filter(|(_, l)| l.control.try_send(command.clone()).is_err())
-            .map(|(p, _)| *p)
-            .collect();
-        for peer in slow {
-            let actions = self.drop_link(peer, "peer does not keep up");
-            self.apply(actions);
-        }
-    }
-
-    fn on_event(&mut self, event: HubEvent) -> Vec<Action> {
-        let now = self.now();
-        match event {
+    /// The engine's input for a signalling or link event, if it needs one.
+    fn on_event(&mut self, event: HubEvent) -> Option<engine::Input> {
+        Some(match event {
             HubEvent::LinkUp {
                 swarm,
                 remote,
                 channel,
                 slot,
-            } => self.link_up(swarm, remote, channel, slot),
-            HubEvent::Message { link, message } => self.on_message(link, message),
-            HubEvent::Malformed { link, .. } => self.offence(link, "malformed message"),
-            HubEvent::LinkDown { link, .. } => self.drop_link(link, ""),
+            } => {
+                let PeerChannel {
+                    sender,
+                    events,
+                    remote_addr,
+                } = channel;
+                let link = self.next_link;
+                self.next_link += 1;
+                let (control_tx, control_rx) = mpsc::channel(LINK_CONTROL_QUEUE);
+                let (orders_tx, orders_rx) = watch::channel(None);
+                let reader =
+                    tokio::spawn(read_link(link, events, self.hub_tx.clone(), self.started));
+                let writer = tokio::spawn(write_link(
+                    link,
+                    sender.clone(),
+                    control_rx,
+                    orders_rx,
+                    self.upload_limiter.clone(),
+                    self.hub_tx.clone(),
+                ));
+                self.links.insert(
+                    link,
+                    LinkIo {
+                        control: control_tx,
+                        orders: orders_tx,
+                        sender,
+                        tasks: vec![reader.abort_handle(), writer.abort_handle()],
+                        _slot: slot,
+                    },
+                );
+                // The engine closes it at once if it refuses the peer.
+                engine::Input::LinkUp {
+                    link,
+                    swarm,
+                    remote,
+                    address: remote_addr,
+                }
+            }
+            HubEvent::Message { link, message } => engine::Input::Message { link, message },
+            HubEvent::Malformed { link, reason } => engine::Input::Malformed { link, reason },
+            HubEvent::LinkDown { link, .. } => {
+                if let Some(io) = self.links.remove(&link) {
+                    close_link(io);
+                }
+                engine::Input::LinkDown { link }
+            }
             HubEvent::UploadProgress { link, request_id } => {
-                self.uploads.progress(now, link, request_id);
-                Vec::new()
+                engine::Input::UploadProgress { link, request_id }
             }
             HubEvent::UploadDone { link, request_id } => {
-                let next = self.uploads.done(now, link, request_id);
-                self.apply_uploads(next)
+                engine::Input::UploadDone { link, request_id }
             }
-            HubEvent::Uploaded { bytes, .. } => {
-                MeshStats::add(&self.stats.bytes_uploaded, bytes);
-                Vec::new()
-            }
-            HubEvent::Warning { kind, error } => {
-                if let Some(held_back) = self.warning_limiter.admit(now, &kind) {
-                    let _ = self.warnings.try_send(with_held_back(error, held_back));
-                }
-                Vec::new()
-            }
-            HubEvent::SwarmSize { swarm, peers } => self
-                .scheduler
-                .handle(now, Input::SwarmSize { swarm, peers }),
-        }
-    }
-
-    fn link_up(
-        &mut self,
-        swarm: InfoHash,
-        remote: PeerId,
-        channel: PeerChannel,
-        slot: PeerSlot,
-    ) -> Vec<Action> {
-        let PeerChannel {
-            sender,
-            events,
-            remote_addr,
-        } = channel;
-        let refused = self.bans.refuses(&remote, remote_addr.as_slice());
-        if refused || !self.joined.contains(&swarm) {
-            if refused && !self.bans.is_peer_banned(&remote) {
-                // A new peer id from a banned address: the same peer.
-                self.ban(&remote, remote_addr);
-            }
-            // The slot goes back as the refused link is dropped.
-            drop(slot);
-            tokio::spawn(async move { sender.close().await });
-            return Vec::new();
-        }
-        let peer = self.next_link;
-        self.next_link += 1;
-        let (control_tx, control_rx) = mpsc::channel(LINK_CONTROL_QUEUE);
-        let (orders_tx, orders_rx) = watch::channel(None);
-        let reader = tokio::spawn(read_link(peer, events, self.hub_tx.clone(), self.started));
-        let writer = tokio::spawn(write_link(
-            peer,
-            sender.clone(),
-            control_rx,
-            orders_rx,
-            self.upload_limiter.clone(),
-            self.hub_tx.clone(),
-        ));
-        let _ = control_tx.try_send(self.announcement(&swarm));
-        self.links.insert(
-            peer,
-            Link {
-                swarm: swarm.clone(),
-                remote,
-                address: remote_addr,
-                control: control_tx,
-                orders: orders_tx,
-                sender,
-                inbound: Inbound::default(),
-                tasks: vec![reader.abort_handle(), writer.abort_handle()],
-                _slot: slot,
-            },
-        );
-        self.stats
-            .peers
-            .store(self.links.len() as u64, Ordering::Relaxed);
-        self.scheduler
-            .handle(self.now(), Input::PeerConnected { peer, swarm })
-    }
-
-    fn drop_link(&mut self, peer: PeerRef, _reason: &str) -> Vec<Action> {
-        let Some(link) = self.links.remove(&peer) else {
-            return Vec::new();
-        };
-        close_link(link);
-        self.stats
-            .peers
-            .store(self.links.len() as u64, Ordering::Relaxed);
-        for pending in self.requests.values_mut() {
-            if pending.peer == Some(peer) {
-                pending.peer = None;
-                pending.end_transfer();
-            }
-        }
-        let next = self.uploads.link_gone(self.now(), peer);
-        let mut actions = self.apply_uploads(next);
-        actions.extend(
-            self.scheduler
-                .handle(self.now(), Input::PeerDisconnected { peer }),
-        );
-        actions
-    }
-
-    /// Whether links other than from `peer` come from `address`: then it is not the peer's own.
-    fn address_shared(&self, peer: &PeerId, address: Option<IpAddr>) -> bool {
-        address.is_some_and(|a| {
-            self.links
-                .values()
-                .any(|l| l.address == Some(a) && &l.remote != peer)
+            HubEvent::Uploaded { bytes, .. } => engine::Input::Uploaded { bytes },
+            HubEvent::Warning { kind, error } => engine::Input::Warning { kind, error },
+            HubEvent::SwarmSize { swarm, peers } => engine::Input::SwarmSize { swarm, peers },
         })
     }
-
-    /// Bans `peer` (and its address, unless shared) for the session.
-    fn ban(&mut self, peer: &PeerId, address: Option<IpAddr>) {
-        let shared = self.address_shared(peer, address);
-        if self.bans.ban(peer, address, shared) {
-            MeshStats::add(&self.stats.peers_banned, 1);
-        }
-    }
-
-    /// Bans the peers whose size claims the origin contradicted, and drops their links.
-    fn ban_claimants(&mut self, liars: Vec<Claim>) {
-        for liar in liars {
-            self.ban(&liar.peer, liar.address);
-            let links: Vec<PeerRef> = self
-                .links
-                .iter()
-                .filter(|(_, l)| l.remote == liar.peer)
-                .map(|(p, _)| *p)
-                .collect();
-            for peer in links {
-                let actions = self.drop_link(peer, "claimed a false size");
-                self.apply(actions);
-            }
-        }
-    }
-
-    /// The link's peer broke the protocol: close the link, and ban the peer at its second
-    /// offence (by peer id, or by address unless shared).
-    fn offence(&mut self, peer: PeerRef, reason: &str) -> Vec<Action> {
-        let Some(link) = self.links.get(&peer) else {
-            return Vec::new();
-        };
-        let (remote, address) = (link.remote.clone(), link.address);
-        let shared = self.address_shared(&remote, address);
-        if self.bans.offence(&remote, address, shared) == OffenceOutcome::Banned {
-            MeshStats::add(&self.stats.peers_banned, 1);
-        }
-        self.drop_link(peer, reason)
-    }
-
-    /// Carries out what the upload turns decided.
-    fn apply_uploads(&mut self, actions: Vec<UploadAction>) -> Vec<Action> {
-        let mut out = Vec::new();
-        for action in actions {
-            match action {
-                UploadAction::Send { link, upload } => {
-                    if let Some(l) = self.links.get(&link) {
-                        l.orders.send_replace(Some(upload));
-                    }
-                }
-                UploadAction::Stop { link } => {
-                    if let Some(l) = self.links.get(&link) {
-                        l.orders.send_replace(None);
-                    }
-                }
-                UploadAction::Cut { link } => {
-                    out.extend(self.offence(link, "does not drain what it is sent"))
-                }
-            }
-        }
-        out
-    }
-
-    /// Tells the scheduler how much of request `id` is held, and its size once known.
-    fn progress(&mut self, now: Duration, id: RequestId, total: Option<u64>) -> Vec<Action> {
-        let received = self.requests.get(&id).map_or(0, |p| p.data.len() as u64);
-        self.scheduler.handle(
-            now,
-            Input::PeerProgress {
-                id,
-                received,
-                total,
-            },
-        )
-    }
-
-    /// A peer asks us for a segment: it replaces what we were sending it.
-    fn on_segment_request(
-        &mut self,
-        peer: PeerRef,
-        id: crate::mesh::SegmentId,
-        request_id: protocol::RequestId,
-        byte_from: Option<u64>,
-    ) -> Vec<Action> {
-        let link = &self.links[&peer];
-        let data = if self.upload {
-            self.cache.lock().expect("cache lock").get(&link.swarm, id)
-        } else {
-            None
-        };
-        let from = byte_from.unwrap_or(0);
-        let upload = data
-            .filter(|data| from <= data.len() as u64)
-            .map(|data| Upload {
-                request_id,
-                segment: id,
-                data: data.slice(from as usize..),
-            });
-        let absent = upload.is_none();
-        let next = self.uploads.request(self.now(), peer, upload);
-        let mut actions = self.apply_uploads(next);
-        if absent
-            && let Some(link) = self.links.get(&peer)
-            && link
-                .control
-                .try_send(Command::SegmentAbsent { id, request_id })
-                .is_err()
-        {
-            actions.extend(self.drop_link(peer, "peer does not keep up"));
-        }
-        actions
-    }
-
-    fn on_message(&mut self, peer: PeerRef, message: Incoming) -> Vec<Action> {
-        if !self.links.contains_key(&peer) {
-            return Vec::new();
-        }
-        let now = self.now();
-        match message {
-            Incoming::Command(Command::SegmentsAnnouncement { loaded, loading }) => {
-                if loaded.len() > MAX_ANNOUNCED_IDS || loading.len() > MAX_ANNOUNCED_IDS {
-                    return self.offence(peer, "announcement too long");
-                }
-                self.scheduler.handle(
-                    now,
-                    Input::PeerAnnounced {
-                        peer,
-                        loaded,
-                        loading,
-                    },
-                )
-            }
-            Incoming::Command(Command::SegmentRequest {
-                id,
-                request_id,
-                byte_from,
-            }) => self.on_segment_request(peer, id, request_id, byte_from),
-            Incoming::Command(Command::Cancel { request_id, .. }) => {
-                let next = self.uploads.cancel(now, peer, request_id);
-                self.apply_uploads(next)
-            }
-            Incoming::Command(command) => {
-                let verdicts = self
-                    .links
-                    .get_mut(&peer)
-                    .map_or_else(Vec::new, |l| l.inbound.on_command(&command));
-                self.on_verdicts(now, peer, verdicts)
-            }
-            Incoming::Data(bytes) => {
-                let verdict = self.links.get_mut(&peer).map(|l| l.inbound.on_data(bytes));
-                self.on_verdicts(now, peer, verdict.into_iter().collect())
-            }
-        }
-    }
-
-    fn on_verdicts(&mut self, now: Duration, peer: PeerRef, verdicts: Vec<Verdict>) -> Vec<Action> {
-        let mut actions = Vec::new();
-        for verdict in verdicts {
-            match verdict {
-                Verdict::Offence(reason) => {
-                    actions.extend(self.offence(peer, reason));
-                    break;
-                }
-                Verdict::Dropped => {}
-                Verdict::Started { request, size } => {
-                    let Some(link) = self.links.get(&peer) else {
-                        break;
-                    };
-                    let claim = Claim {
-                        peer: link.remote.clone(),
-                        address: link.address,
-                        total: 0,
-                    };
-                    let Some(pending) = self.requests.get_mut(&request) else {
-                        continue;
-                    };
-                    let held = pending.data.len() as u64;
-                    let total = held.saturating_add(size);
-                    // One allocation of the claimed size, not a doubling one.
-                    pending
-                        .data
-                        .reserve(usize::try_from(size).unwrap_or(usize::MAX));
-                    if pending.claims.len() == MAX_CLAIMS {
-                        pending.claims.pop_front();
-                    }
-                    pending.claims.push_back(Claim { total, ..claim });
-                    actions.extend(self.progress(now, request, Some(total)));
-                }
-                Verdict::Data { request, bytes } => {
-                    let Some(pending) = self.requests.get_mut(&request) else {
-                        continue;
-                    };
-                    pending.data.extend_from_slice(&bytes);
-                    pending.from_peers = true;
-                    pending.peer_bytes += bytes.len() as u64;
-                    actions.extend(self.progress(now, request, None));
-                }
-                Verdict::Completed { request } => {
-                    actions.extend(self.peer_completed(now, request));
-                }
-                Verdict::Absent { request } => {
-                    actions.extend(self.peer_ended(now, peer, request, PeerOutcome::Absent));
-                }
-                Verdict::Abandoned { request } => {
-                    actions.extend(self.peer_ended(now, peer, request, PeerOutcome::Failed));
-                }
-            }
-        }
-        actions
-    }
-
-    /// The peer's transfer of `id` ended without the segment; the scheduler looks elsewhere.
-    fn peer_ended(
-        &mut self,
-        now: Duration,
-        peer: PeerRef,
-        id: RequestId,
-        outcome: PeerOutcome,
-    ) -> Vec<Action> {
-        match self.requests.get_mut(&id) {
-            Some(pending) if pending.peer == Some(peer) => {
-                pending.peer = None;
-                pending.end_transfer();
-                self.scheduler
-                    .handle(now, Input::PeerFinished { id, outcome })
-            }
-            _ => Vec::new(),
-        }
-    }
-
-    /// Every byte of a peer's answer arrived: verify the segment.
-    fn peer_completed(&mut self, now: Duration, id: RequestId) -> Vec<Action> {
-        let Some(pending) = self.requests.get_mut(&id) else {
-            return Vec::new();
-        };
-        pending.end_transfer();
-        let mut liars = Vec::new();
-        let outcome = match pending.request.share.as_ref().and_then(|s| s.hash) {
-            Some(hash) if !integrity::verify(&pending.data, &hash) => {
-                MeshStats::add(&self.stats.segments_rejected, 1);
-                pending.drop_peer_bytes();
-                PeerOutcome::Corrupt
-            }
-            verified => {
-                // The hash vouches for the size too: earlier claims of another size were lies.
-                if verified.is_some() {
-                    let size = pending.data.len() as u64;
-                    liars.extend(pending.false_claims(|total| total != size));
-                }
-                PeerOutcome::Complete
-            }
-        };
-        pending.peer = None;
-        self.ban_claimants(liars);
-        self.scheduler
-            .handle(now, Input::PeerFinished { id, outcome })
-    }
 }
 
-/// `error` with a note of how many like it were held back.
-fn with_held_back(error: MeshError, held_back: u64) -> MeshError {
-    if held_back == 0 {
-        return error;
-    }
-    let note = format!(" ({held_back} more like it in the last {WARNING_WINDOW:?} not shown)");
-    match error {
-        MeshError::Tracker { url, reason } => MeshError::Tracker {
-            url,
-            reason: reason + &note,
-        },
-        MeshError::Mesh(reason) => MeshError::Mesh(reason + &note),
-        other => other,
-    }
-}
-
-fn close_link(link: Link) {
+fn close_link(link: LinkIo) {
     for task in &link.tasks {
         task.abort();
     }
@@ -1417,33 +704,5 @@ impl RateLimiter {
         if !wait.is_zero() {
             tokio::time::sleep(wait).await;
         }
-    }
-}
-
-/// Withdrawn segment ids, the oldest forgotten beyond [`Withdrawn::MAX`]: ids are withdrawn a
-/// few per playlist, so this covers any playlist a session holds.
-#[derive(Default)]
-struct Withdrawn {
-    keys: BTreeSet<(InfoHash, crate::mesh::SegmentId)>,
-    order: std::collections::VecDeque<(InfoHash, crate::mesh::SegmentId)>,
-}
-
-impl Withdrawn {
-    const MAX: usize = 4096;
-
-    fn insert(&mut self, key: &ShareKey) {
-        let key = (key.swarm.clone(), key.segment);
-        if self.keys.insert(key.clone()) {
-            self.order.push_back(key);
-            if self.order.len() > Self::MAX
-                && let Some(oldest) = self.order.pop_front()
-            {
-                self.keys.remove(&oldest);
-            }
-        }
-    }
-
-    fn contains(&self, key: &ShareKey) -> bool {
-        self.keys.contains(&(key.swarm.clone(), key.segment))
     }
 }

@@ -23,14 +23,8 @@ impl Default for HttpConfig {
     }
 }
 
-#[derive(Debug, Clone)]
-pub struct Fetched {
-    pub bytes: Bytes,
-    /// The URL after redirects: relative references resolve against it.
-    pub final_url: Url,
-    /// Time from request to the last byte, for throughput estimates.
-    pub elapsed: Duration,
-}
+/// A fetched file: the engine's type, which HTTP answers feed.
+pub use mesh_core::delivery::engine::Fetched;
 
 pub fn build_client(config: &HttpConfig) -> Result<reqwest::Client, MeshError> {
     reqwest::Client::builder()

@@ -17,6 +17,9 @@ use crate::model::{
 };
 use crate::scheduler::{SchedulerConfig, SegmentRequest, Share, ShareKey};
 use bytes::Bytes;
+use mesh_core::playback::{
+    self as playback, Deadlines, HashRefetch, MAX_FAILED_RELOADS, ReloadFailure, Reloads,
+};
 use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -439,11 +442,9 @@ struct Context {
 #[derive(Default)]
 struct HashSource {
     hashes: Option<SegmentHashes>,
-    fetched_at: Option<Instant>,
+    refetch: HashRefetch,
     warned: bool,
 }
-
-const HASHES_REFETCH: Duration = Duration::from_secs(1);
 
 async fn run(config: SessionConfig, events: mpsc::Sender<SessionEvent>, stats: Arc<MeshStats>) {
     let (warnings, mut warning_rx) = mpsc::channel(16);
@@ -687,10 +688,7 @@ async fn fetch_url(ctx: &Context, url: &Url) -> Result<Fetched, MeshError> {
 /// Segments of a live mesh session requested ahead of the one being delivered, so each waits
 /// for peers from when it is known rather than from when the one before it is done (bounded
 /// by `max-buffering-time` too). Three is the playlist's usual hold-back.
-pub const LIVE_FETCH_AHEAD: u64 = 3;
-
-/// Consecutive failed live playlist reloads before the stream counts as gone.
-const MAX_FAILED_RELOADS: u32 = 5;
+pub use mesh_core::playback::LIVE_FETCH_AHEAD;
 
 struct TrackDriver {
     ctx: Arc<Context>,
@@ -700,8 +698,8 @@ struct TrackDriver {
     control: Arc<TrackControl>,
     rendition: usize,
     estimator: ThroughputEstimator,
-    /// Session time at which live pts 0 is needed.
-    live_origin: Option<Duration>,
+    /// When segments are due; live pts 0 is needed at its origin.
+    deadlines: Deadlines,
     epoch: u64,
     last_init: Option<Resource>,
     discont: bool,
@@ -779,7 +777,7 @@ impl TrackDriver {
             control,
             rendition: 0,
             estimator: ThroughputEstimator::default(),
-            live_origin: None,
+            deadlines: Deadlines::default(),
             epoch: 0,
             last_init: None,
             discont: true,
@@ -911,9 +909,7 @@ impl TrackDriver {
                 .map(|s| s.start)
                 .unwrap_or_default()
         };
-        let mut last_reload = Instant::now();
-        let mut unchanged_reloads = 0u32;
-        let mut failed_reloads = 0u32;
+        let mut reloads = Reloads::new(self.ctx.delivery.now());
 
         loop {
             if let Some((epoch, track)) = self.control.take_switch() {
@@ -949,13 +945,7 @@ impl TrackDriver {
                         reason: "the media playlist has no segments".into(),
                     });
                 }
-                self.wait_reload(
-                    &mut timeline,
-                    &mut last_reload,
-                    &mut unchanged_reloads,
-                    &mut failed_reloads,
-                )
-                .await?;
+                self.wait_reload(&mut timeline, &mut reloads).await?;
                 next_sequence = timeline.live_start_sequence_behind(self.ctx.config.live_delay);
                 continue;
             };
@@ -988,13 +978,7 @@ impl TrackDriver {
                     continue;
                 }
                 None => {
-                    self.wait_reload(
-                        &mut timeline,
-                        &mut last_reload,
-                        &mut unchanged_reloads,
-                        &mut failed_reloads,
-                    )
-                    .await?;
+                    self.wait_reload(&mut timeline, &mut reloads).await?;
                     continue;
                 }
             };
@@ -1009,14 +993,7 @@ impl TrackDriver {
 
             self.epoch_start.get_or_insert((sequence, next_pts));
             match self
-                .fetch_ahead_and_wait(
-                    &mut timeline,
-                    &mut last_reload,
-                    &mut unchanged_reloads,
-                    &mut failed_reloads,
-                    &segment,
-                    next_pts,
-                )
+                .fetch_ahead_and_wait(&mut timeline, &mut reloads, &segment, next_pts)
                 .await
             {
                 Ok(()) => {}
@@ -1145,11 +1122,9 @@ impl TrackDriver {
     async fn wait_reload(
         &mut self,
         timeline: &mut MediaTimeline,
-        last_reload: &mut Instant,
-        unchanged: &mut u32,
-        failed: &mut u32,
+        reloads: &mut Reloads,
     ) -> Result<(), MeshError> {
-        let due = *last_reload + reload_interval(timeline, *unchanged);
+        let due = self.reload_due(timeline, reloads);
         if self
             .unless_seek(tokio::time::sleep_until(due.into()))
             .await
@@ -1157,34 +1132,37 @@ impl TrackDriver {
         {
             return Ok(());
         }
-        *last_reload = Instant::now();
+        reloads.started(self.ctx.delivery.now());
         match self.load_timeline().await {
             Ok(fresh) => {
-                *failed = 0;
-                if fresh.last_sequence() == timeline.last_sequence()
-                    && fresh.ended == timeline.ended
-                {
-                    *unchanged += 1;
-                } else {
-                    *unchanged = 0;
-                }
+                reloads.succeeded(
+                    fresh.last_sequence() != timeline.last_sequence()
+                        || fresh.ended != timeline.ended,
+                );
                 *timeline = fresh;
                 self.adopt_timeline(timeline).await;
                 Ok(())
             }
-            Err(e) => {
-                *failed += 1;
-                if *failed >= MAX_FAILED_RELOADS {
-                    return Err(e);
+            Err(e) => match reloads.failed() {
+                ReloadFailure::GiveUp => Err(e),
+                ReloadFailure::Retry(failed) => {
+                    self.warn(MeshError::Read {
+                        url: self.track.renditions[self.rendition].url.to_string(),
+                        reason: format!(
+                            "playlist reload failed ({failed}/{MAX_FAILED_RELOADS}): {e}"
+                        ),
+                    })
+                    .await;
+                    Ok(())
                 }
-                self.warn(MeshError::Read {
-                    url: e.to_string(),
-                    reason: format!("playlist reload failed ({}/{MAX_FAILED_RELOADS})", failed),
-                })
-                .await;
-                Ok(())
-            }
+            },
         }
+    }
+
+    /// When the playlist is next reloaded, as an instant.
+    fn reload_due(&self, timeline: &MediaTimeline, reloads: &Reloads) -> Instant {
+        let last = timeline.segments.last().map(|s| s.duration);
+        self.ctx.delivery.started() + reloads.due(last, timeline.target_duration)
     }
 
     /// Live mesh: starts `current` and the segments after it ([`Self::fetch_ahead`]); then,
@@ -1195,9 +1173,7 @@ impl TrackDriver {
     async fn fetch_ahead_and_wait(
         &mut self,
         timeline: &mut MediaTimeline,
-        last_reload: &mut Instant,
-        unchanged: &mut u32,
-        failed: &mut u32,
+        reloads: &mut Reloads,
         current: &Segment,
         pts: Duration,
     ) -> Result<(), Interrupted> {
@@ -1207,7 +1183,7 @@ impl TrackDriver {
                 .await?;
             self.ahead.extend(started);
             self.ahead.make_contiguous().sort_by_key(|a| a.sequence);
-            let due = *last_reload + reload_interval(timeline, *unchanged);
+            let due = self.reload_due(timeline, reloads);
             let Some(ahead) = self.ahead.iter_mut().find(|a| a.is_for(current)) else {
                 return Ok(());
             };
@@ -1225,7 +1201,7 @@ impl TrackDriver {
                 ahead.result = Some(joined(result, &ahead.resource));
                 return Ok(());
             }
-            self.wait_reload(timeline, last_reload, unchanged, failed)
+            self.wait_reload(timeline, reloads)
                 .await
                 .map_err(Interrupted::Fatal)?;
         }
@@ -1317,10 +1293,9 @@ impl TrackDriver {
                 let now = self.ctx.delivery.now();
                 let deadline = if live {
                     // Real-time playback from the live starting point, whatever the sink's sync.
-                    let origin = *self.live_origin.get_or_insert(now.saturating_sub(pts));
-                    origin + pts
+                    self.deadlines.live(now, pts)
                 } else {
-                    now + pts.saturating_sub(self.control.played())
+                    Deadlines::vod(now, pts, self.control.played())
                 };
                 let request = self.segment_request(segment, deadline, live).await;
                 self.ctx.delivery.fetch(request).await?
@@ -1373,32 +1348,38 @@ impl TrackDriver {
         let mut started = Vec::new();
         // The deadline origin is fixed by the first segment, which is fetched alone.
         let (Some(origin), true, Some(_)) = (
-            self.live_origin,
+            self.deadlines.live_origin(),
             timeline.is_live,
             self.ctx.config.mesh.as_ref(),
         ) else {
             return started;
         };
         let room = self.control.played() + self.ctx.config.max_buffering;
-        let last = current.sequence + LIVE_FETCH_AHEAD;
-        let (mut segment, mut pts) = (current, pts);
-        loop {
-            if !self.ahead.iter().any(|a| a.is_for(segment)) {
-                let request = self.segment_request(segment, origin + pts, true).await;
-                let ctx = self.ctx.clone();
-                started.push(Ahead {
-                    sequence: segment.sequence,
-                    resource: segment.resource.clone(),
-                    task: tokio::spawn(async move { ctx.delivery.fetch(request).await }),
-                    result: None,
-                });
+        let duration_of = |sequence| timeline.by_sequence(sequence).map(|s| s.duration);
+        for ahead in playback::fetch_ahead(
+            current.sequence,
+            LIVE_FETCH_AHEAD,
+            pts,
+            origin,
+            room,
+            duration_of,
+        ) {
+            let Some(segment) = timeline.by_sequence(ahead.sequence) else {
+                continue;
+            };
+            if self.ahead.iter().any(|a| a.is_for(segment)) {
+                continue;
             }
-            pts += segment.duration;
-            match timeline.by_sequence(segment.sequence + 1) {
-                Some(following) if following.sequence <= last && pts <= room => segment = following,
-                _ => return started,
-            }
+            let request = self.segment_request(segment, ahead.deadline, true).await;
+            let ctx = self.ctx.clone();
+            started.push(Ahead {
+                sequence: segment.sequence,
+                resource: segment.resource.clone(),
+                task: tokio::spawn(async move { ctx.delivery.fetch(request).await }),
+                result: None,
+            });
         }
+        started
     }
 
     async fn segment_request(
@@ -1449,13 +1430,11 @@ impl TrackDriver {
         {
             return Some(hash);
         }
-        let due = source
-            .fetched_at
-            .is_none_or(|t| t.elapsed() >= HASHES_REFETCH);
-        if !due || (source.hashes.is_some() && !live) {
+        let now = self.ctx.delivery.now();
+        if !source.refetch.due(now, source.hashes.is_some(), live) {
             return None;
         }
-        source.fetched_at = Some(Instant::now());
+        source.refetch.started(now);
         // Fetch without the lock, so the other tracks never wait on the origin for it.
         drop(source);
         let fetched = fetch_url(&self.ctx, url).await.and_then(|f| {
@@ -1635,18 +1614,6 @@ async fn unless_seek<T>(
             v = &mut fut => return Ok(v),
         }
     }
-}
-
-/// How long after the last reload a live playlist is reloaded: its last segment's duration,
-/// or half that while it is unchanged (as hlsdemux2 does).
-fn reload_interval(timeline: &MediaTimeline, unchanged: u32) -> Duration {
-    let base = timeline
-        .segments
-        .last()
-        .map(|s| s.duration)
-        .filter(|d| !d.is_zero())
-        .unwrap_or(timeline.target_duration);
-    if unchanged > 0 { base / 2 } else { base }
 }
 
 /// Segments of different tracks rarely end at exactly the same time: a segment that ends

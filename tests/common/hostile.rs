@@ -14,12 +14,10 @@ use bytes::Bytes;
 use futures::{SinkExt, StreamExt};
 use gstmesh::mesh::protocol::{self, Command, Decoder, Incoming};
 use gstmesh::mesh::swarm::{OfferId, PeerId};
-use mesh_tracker::server::{
-    ConnectionId, ServerOutput, TrackerServer, TrackerServerConfig,
-};
 use gstmesh::mesh::transport::{
     ChannelEvent, PeerChannel, TransportConfig, answer_offer, make_offer,
 };
+use mesh_tracker::server::{ConnectionId, ServerOutput, TrackerServer, TrackerServerConfig};
 use serde_json::{Value, json};
 use std::collections::{BTreeSet, HashMap};
 use std::net::{IpAddr, Ipv4Addr};

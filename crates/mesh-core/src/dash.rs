@@ -28,7 +28,6 @@ use url::Url;
 /// The most segments a live timeline lists (the newest ones), whatever the time-shift buffer.
 pub const MAX_LIVE_SEGMENTS: usize = 1000;
 
-
 /// DASH-specific settings, with dashdemux2's property names and defaults.
 #[derive(Debug, Clone, PartialEq)]
 pub struct DashOptions {
@@ -802,7 +801,6 @@ pub fn location(mpd: &Mpd) -> Option<Url> {
         .first()
         .and_then(|l| mpd.url.join(l.url.trim()).ok())
 }
-
 
 #[cfg(test)]
 mod tests;

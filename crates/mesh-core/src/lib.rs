@@ -4,8 +4,9 @@
 //! - [`model`]: the presentation model both manifest formats feed; [`hls`] and [`dash`] parse
 //!   into it; [`container`] reads what the model needs from init segments; [`crypto`] decrypts
 //!   HLS AES-128; [`abr`] picks variants.
+//! - [`playback`]: the track driver's policy: reloads, deadlines, fetch-ahead, hash refetch.
 //! - [`scheduler`]: the hybrid CDN/peer scheduler of every segment.
-//! - [`delivery`]: per-link receive and upload state.
+//! - [`delivery`]: the delivery engine and its per-link receive and upload state.
 //! - [`mesh`]: the segment cache, integrity, guards, swarm identity and the tracker client.
 //! - [`error`]: the error every layer reports.
 
@@ -18,4 +19,5 @@ pub mod error;
 pub mod hls;
 pub mod mesh;
 pub mod model;
+pub mod playback;
 pub mod scheduler;

@@ -34,7 +34,8 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::hash::{DefaultHasher, Hash, Hasher};
 use std::time::Duration;
 
-pub type RequestId = u64;
+/// A request's id, the same on the wire as in the scheduler.
+pub use mesh_proto::ids::RequestId;
 
 /// A connected peer link (one per peer and swarm), numbered by the I/O layer.
 pub type PeerRef = u64;
@@ -1981,7 +1982,7 @@ mod tests {
         let (mut cdn, mut p2p) = (0, 0);
         let mut now = T0;
         for segment in 0..SEGMENTS {
-            let id = segment as RequestId;
+            let id: RequestId = segment;
             let t0 = MS(segment as u64 * 2_000);
             let deadline = t0.as_millis() as u64 + 6_000;
             let mut submits: Vec<(Time, usize)> = (0..PEERS)

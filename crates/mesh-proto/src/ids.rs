@@ -14,6 +14,11 @@ use std::fmt;
 /// peers; the wire format itself is a signed integer of any size.
 pub type SegmentId = i64;
 
+/// A request's id: chosen by the requester, unique among its requests to one peer, echoed in
+/// every answer. p2p-media-loader picks them at random in 0..1000; meshsrc numbers its own
+/// requests from 1, the same ids its scheduler knows them by.
+pub type RequestId = i64;
+
 /// Length of info_hash, peer_id and offer_id, in characters.
 pub const ID_LEN: usize = 20;
 

@@ -61,9 +61,7 @@ pub mod code {
     pub const CANCEL: u8 = 5;
 }
 
-/// Request ids pair a request with its responses; p2p-media-loader picks them at random in
-/// 0..1000.
-pub type RequestId = i64;
+pub use crate::ids::RequestId;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Command {

@@ -10,7 +10,7 @@
 //! transfer ends at once (and resumes elsewhere). A second header for the same request is a
 //! lie.
 
-use crate::mesh::protocol::{self, Command};
+use crate::mesh::protocol::Command;
 use crate::scheduler::RequestId;
 use bytes::Bytes;
 use std::collections::VecDeque;
@@ -65,10 +65,6 @@ pub struct Inbound {
     receiving: Option<Receiving>,
 }
 
-fn ours(request_id: protocol::RequestId) -> Option<RequestId> {
-    RequestId::try_from(request_id).ok()
-}
-
 impl Inbound {
     /// Whether no request of ours is outstanding.
     #[cfg(test)]
@@ -103,8 +99,8 @@ impl Inbound {
         }
     }
 
-    fn was_cancelled(&self, request_id: protocol::RequestId) -> bool {
-        ours(request_id).is_some_and(|r| self.cancelled.contains(&r))
+    fn was_cancelled(&self, request_id: RequestId) -> bool {
+        self.cancelled.contains(&request_id)
     }
 
     /// A command about a download (`segment data`, `sending completed`, `segment absent`);
@@ -120,10 +116,10 @@ impl Inbound {
         }
     }
 
-    fn on_header(&mut self, request_id: protocol::RequestId, size: u64) -> Vec<Verdict> {
+    fn on_header(&mut self, request_id: RequestId, size: u64) -> Vec<Verdict> {
         let mut out = Vec::new();
         if let Some(r) = self.receiving.take() {
-            if ours(request_id) == Some(r.request) {
+            if request_id == r.request {
                 return vec![Verdict::Offence(
                     "a second segment data header for one request",
                 )];
@@ -136,7 +132,7 @@ impl Inbound {
                 out.push(Verdict::Abandoned { request: r.request });
             }
         }
-        let asked = self.asked.filter(|a| ours(request_id) == Some(a.request));
+        let asked = self.asked.filter(|a| request_id == a.request);
         match asked {
             Some(a) => {
                 if size > a.max_size || a.exact_size.is_some_and(|exact| exact != size) {
@@ -157,8 +153,8 @@ impl Inbound {
                 });
             }
             None if self.was_cancelled(request_id) => {
-                self.receiving = ours(request_id).map(|request| Receiving {
-                    request,
+                self.receiving = Some(Receiving {
+                    request: request_id,
                     expected: size,
                     got: 0,
                     wanted: false,
@@ -188,14 +184,14 @@ impl Inbound {
         }
     }
 
-    fn on_completed(&mut self, request_id: protocol::RequestId) -> Verdict {
+    fn on_completed(&mut self, request_id: RequestId) -> Verdict {
         let Some(r) = self.receiving.take() else {
             if self.was_cancelled(request_id) {
                 return Verdict::Dropped;
             }
             return Verdict::Offence("sending completed for no transfer");
         };
-        if ours(request_id) != Some(r.request) {
+        if request_id != r.request {
             return Verdict::Offence("sending completed for another request");
         }
         if r.got != r.expected {
@@ -208,8 +204,8 @@ impl Inbound {
         Verdict::Completed { request: r.request }
     }
 
-    fn on_absent(&mut self, request_id: protocol::RequestId) -> Vec<Verdict> {
-        let Some(asked) = self.asked.filter(|a| ours(request_id) == Some(a.request)) else {
+    fn on_absent(&mut self, request_id: RequestId) -> Vec<Verdict> {
+        let Some(asked) = self.asked.filter(|a| request_id == a.request) else {
             // Too late (cancelled), or nothing of ours: nothing to do.
             return Vec::new();
         };

@@ -9,8 +9,7 @@
 //! is cut, and the next link's upload starts.
 
 use crate::mesh::SegmentId;
-use crate::mesh::protocol;
-use crate::scheduler::{PeerRef, Time};
+use crate::scheduler::{PeerRef, RequestId, Time};
 use bytes::Bytes;
 use std::collections::{BTreeMap, VecDeque};
 use std::time::Duration;
@@ -18,7 +17,7 @@ use std::time::Duration;
 /// One answer to send: `segment data`, the data, `sending completed`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Upload {
-    pub request_id: protocol::RequestId,
+    pub request_id: RequestId,
     pub segment: SegmentId,
     pub data: Bytes,
 }
@@ -36,7 +35,7 @@ pub enum UploadAction {
 #[derive(Debug, Clone, Copy)]
 struct Turn {
     link: PeerRef,
-    request_id: protocol::RequestId,
+    request_id: RequestId,
     last_progress: Time,
 }
 
@@ -98,12 +97,7 @@ impl UploadTurns {
     }
 
     /// `link`'s peer cancelled `request_id`.
-    pub fn cancel(
-        &mut self,
-        now: Time,
-        link: PeerRef,
-        request_id: protocol::RequestId,
-    ) -> Vec<UploadAction> {
+    pub fn cancel(&mut self, now: Time, link: PeerRef, request_id: RequestId) -> Vec<UploadAction> {
         let mut out = Vec::new();
         if self.end_turn(link, request_id) {
             out.push(UploadAction::Stop { link });
@@ -120,7 +114,7 @@ impl UploadTurns {
     }
 
     /// Ends the turn if it is this upload's; whether it was.
-    fn end_turn(&mut self, link: PeerRef, request_id: protocol::RequestId) -> bool {
+    fn end_turn(&mut self, link: PeerRef, request_id: RequestId) -> bool {
         let ends = self
             .turn
             .is_some_and(|t| t.link == link && t.request_id == request_id);
@@ -131,7 +125,7 @@ impl UploadTurns {
     }
 
     /// The sending link handed another data message to the transport.
-    pub fn progress(&mut self, now: Time, link: PeerRef, request_id: protocol::RequestId) {
+    pub fn progress(&mut self, now: Time, link: PeerRef, request_id: RequestId) {
         if let Some(turn) = &mut self.turn
             && turn.link == link
             && turn.request_id == request_id
@@ -141,12 +135,7 @@ impl UploadTurns {
     }
 
     /// The sending link handed all of its upload to the transport.
-    pub fn done(
-        &mut self,
-        now: Time,
-        link: PeerRef,
-        request_id: protocol::RequestId,
-    ) -> Vec<UploadAction> {
+    pub fn done(&mut self, now: Time, link: PeerRef, request_id: RequestId) -> Vec<UploadAction> {
         let mut out = Vec::new();
         self.end_turn(link, request_id);
         self.next(now, &mut out);
@@ -214,7 +203,7 @@ mod tests {
     const MS: fn(u64) -> Duration = Duration::from_millis;
     const DEADLINE: Duration = Duration::from_secs(3);
 
-    fn upload(request_id: protocol::RequestId) -> Upload {
+    fn upload(request_id: RequestId) -> Upload {
         Upload {
             request_id,
             segment: 7,
@@ -222,7 +211,7 @@ mod tests {
         }
     }
 
-    fn send(link: PeerRef, request_id: protocol::RequestId) -> UploadAction {
+    fn send(link: PeerRef, request_id: RequestId) -> UploadAction {
         UploadAction::Send {
             link,
             upload: upload(request_id),

@@ -219,7 +219,8 @@ impl Swarm {
         let name = format!("v2-{base}-{}-{short_id}", stream_type.as_str());
         let digest = Sha1::digest(name.as_bytes());
         // 15 bytes are 20 base64 characters, a valid id.
-        let info_hash = InfoHash::parse(&BASE64.encode(&digest[..15])).expect("20 ASCII characters");
+        let info_hash =
+            InfoHash::parse(&BASE64.encode(&digest[..15])).expect("20 ASCII characters");
         Swarm { name, info_hash }
     }
 
@@ -332,11 +333,15 @@ mod tests {
     #[test]
     fn swarms_match_p2p_media_loader_2_3() {
         use crate::hls::{Manifest, parse_manifest};
-        let data: serde_json::Value =
-            serde_json::from_str(include_str!("../../../../tests/data/p2pml-2.3/vectors.json")).unwrap();
+        let data: serde_json::Value = serde_json::from_str(include_str!(
+            "../../../../tests/data/p2pml-2.3/vectors.json"
+        ))
+        .unwrap();
         let playlist = |name: &str| match name {
             "vod-index.m3u8" => include_str!("../../../../tests/data/p2pml-2.3/vod-index.m3u8"),
-            "master-muxed.m3u8" => include_str!("../../../../tests/data/p2pml-2.3/master-muxed.m3u8"),
+            "master-muxed.m3u8" => {
+                include_str!("../../../../tests/data/p2pml-2.3/master-muxed.m3u8")
+            }
             "master-muxed-vr.m3u8" => {
                 include_str!("../../../../tests/data/p2pml-2.3/master-muxed-vr.m3u8")
             }
