@@ -73,6 +73,8 @@ each scenario, the mesh and a CDN-only baseline (same viewers, no mesh) are run.
   --cdn-mbit MIN-MAX   CDN throughput of one request in Mbit/s, drawn per request
                        (default 20-80; a viewer's downlink caps it too)
   --ramp S             the first N viewers join over S seconds (0-600, default 30)
+  --stagger MS         instead, viewer i joins at i times MS (1-60000), as swarm-bench's
+                       viewers do
   -h, --help           this text
 
 Exit status: 0 on success, 2 on invalid arguments.
@@ -148,6 +150,8 @@ struct Args {
     cdn_rtt_ms: (f64, f64),
     cdn_mbit: (f64, f64),
     ramp_s: f64,
+    /// Joins exactly this far apart, in ms, instead of drawn over the ramp.
+    stagger_ms: Option<u64>,
 }
 
 impl Default for Args {
@@ -172,6 +176,7 @@ impl Default for Args {
             cdn_rtt_ms: (20.0, 60.0),
             cdn_mbit: (20.0, 80.0),
             ramp_s: 30.0,
+            stagger_ms: None,
         }
     }
 }
@@ -240,6 +245,7 @@ fn parse_args(raw: &[String]) -> Result<Parsed, String> {
             "--cdn-rtt",
             "--cdn-mbit",
             "--ramp",
+            "--stagger",
         ];
         if !known.contains(&name) {
             return Err(format!("unknown option {option:?}"));
@@ -295,6 +301,7 @@ fn parse_args(raw: &[String]) -> Result<Parsed, String> {
             "--cdn-rtt" => args.cdn_rtt_ms = parse_range(name, v, 0.0, 2000.0)?,
             "--cdn-mbit" => args.cdn_mbit = parse_range(name, v, 0.1, 100_000.0)?,
             "--ramp" => args.ramp_s = parse_number(name, v, 0.0, 600.0)?,
+            "--stagger" => args.stagger_ms = Some(parse_number(name, v, 1, 60_000)?),
             _ => unreachable!("checked against the known options"),
         }
     }
@@ -388,11 +395,17 @@ struct ViewerPlan {
 /// Joins and departures, drawn before the run so the mesh and the baseline share them.
 fn plan_population(args: &Args, n: usize, scenario: Scenario) -> Vec<ViewerPlan> {
     let mut rng = Rng::new(stream_seed(args.seed, PURPOSE_POPULATION, n as u64));
-    let ramp = (args.ramp_s * SEC as f64) as Micros;
     let end = args.seconds * SEC;
-    let mut plans: Vec<ViewerPlan> = (0..n)
-        .map(|_| ViewerPlan {
-            join_at: (rng.unit() * ramp as f64) as Micros,
+    let ramp = match args.stagger_ms {
+        Some(stagger) => (n as u64 - 1) * stagger * MS,
+        None => (args.ramp_s * SEC as f64) as Micros,
+    };
+    let mut plans: Vec<ViewerPlan> = (0..n as u64)
+        .map(|i| ViewerPlan {
+            join_at: match args.stagger_ms {
+                Some(stagger) => i * stagger * MS,
+                None => (rng.unit() * ramp as f64) as Micros,
+            },
             leave_at: None,
             graceful: true,
         })
@@ -1888,21 +1901,26 @@ impl<'a> Sim<'a> {
         };
         v.links.remove(pos);
         if v.uploader.sending.iter().any(|u| u.link == link) {
-            self.uploader_advance(p);
-            let v = self.v(p);
-            let mut cut = 0.0;
-            v.uploader.sending.retain(|u| {
-                if u.link == link {
-                    cut += u.sent;
-                    false
-                } else {
-                    true
-                }
-            });
-            self.totals.result.bytes_uploaded += cut as u64;
+            self.stop_sending(p, link);
             self.uploader_update(p);
         }
         true
+    }
+
+    /// Stops what `link` was sending; what it sent so far counts as uploaded.
+    fn stop_sending(&mut self, p: PeerIdx, link: LinkId) {
+        self.uploader_advance(p);
+        let v = self.v(p);
+        let mut cut = 0.0;
+        v.uploader.sending.retain(|u| {
+            if u.link == link {
+                cut += u.sent;
+                false
+            } else {
+                true
+            }
+        });
+        self.totals.result.bytes_uploaded += cut as u64;
     }
 
     /// Sends a message on `link`: it arrives a one-way trip later, after those sent before.
@@ -1933,19 +1951,8 @@ impl<'a> Sim<'a> {
 
     /// The engine orders `upload` on `link` (replacing what it sent there), or stops it.
     fn upload_order(&mut self, p: PeerIdx, link: LinkId, upload: Option<Upload>) {
-        self.uploader_advance(p);
+        self.stop_sending(p, link);
         let now = self.now;
-        let v = self.v(p);
-        let mut cut = 0.0;
-        v.uploader.sending.retain(|u| {
-            if u.link == link {
-                cut += u.sent;
-                false
-            } else {
-                true
-            }
-        });
-        self.totals.result.bytes_uploaded += cut as u64;
         let v = self.v(p);
         if let (Some(upload), Some(end)) = (upload, v.link(link)) {
             if v.uploader.sending.is_empty() {

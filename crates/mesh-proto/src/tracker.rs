@@ -57,41 +57,106 @@ pub struct LocalOffer {
     pub sdp: String,
 }
 
-#[derive(Serialize)]
-struct SdpOut<'a> {
+// Every message of the protocol, as it is written, once for the client and the server. What
+// each side reads is parsed leniently (trackers and peers differ): the client reads tracker
+// messages with [`parse_message`], the server reads requests field by field.
+
+/// An SDP offer or answer, `{"type","sdp"}`.
+#[derive(Debug, Serialize)]
+pub struct Sdp<'a> {
     #[serde(rename = "type")]
-    kind: &'static str,
-    sdp: &'a str,
+    pub kind: &'static str,
+    pub sdp: &'a str,
 }
 
-#[derive(Serialize)]
-struct OfferOut<'a> {
-    offer_id: &'a str,
-    offer: SdpOut<'a>,
+/// One offer of an announce.
+#[derive(Debug, Serialize)]
+pub struct Offer<'a> {
+    pub offer_id: &'a str,
+    pub offer: Sdp<'a>,
 }
 
-#[derive(Serialize)]
-struct AnnounceOut<'a> {
-    action: &'static str,
-    info_hash: &'a str,
-    peer_id: &'a str,
-    numwant: usize,
-    uploaded: u64,
-    downloaded: u64,
+/// Peer to tracker: join or stay in a swarm, with offers for other peers.
+#[derive(Debug, Serialize)]
+pub struct Announce<'a> {
+    pub action: &'static str,
+    pub info_hash: &'a str,
+    pub peer_id: &'a str,
+    pub numwant: usize,
+    pub uploaded: u64,
+    pub downloaded: u64,
     #[serde(skip_serializing_if = "Option::is_none")]
-    event: Option<&'static str>,
+    pub event: Option<&'static str>,
     #[serde(skip_serializing_if = "Vec::is_empty")]
-    offers: Vec<OfferOut<'a>>,
+    pub offers: Vec<Offer<'a>>,
 }
 
-#[derive(Serialize)]
-struct AnswerOut<'a> {
-    action: &'static str,
-    info_hash: &'a str,
-    peer_id: &'a str,
-    to_peer_id: &'a str,
-    offer_id: &'a str,
-    answer: SdpOut<'a>,
+/// Peer to tracker: the answer to an offer relayed to it.
+#[derive(Debug, Serialize)]
+pub struct Answer<'a> {
+    pub action: &'static str,
+    pub info_hash: &'a str,
+    pub peer_id: &'a str,
+    pub to_peer_id: &'a str,
+    pub offer_id: &'a str,
+    pub answer: Sdp<'a>,
+}
+
+/// Tracker to peer: the response to an announce.
+#[derive(Debug, Serialize)]
+pub struct AnnounceResponse<'a> {
+    pub action: &'static str,
+    pub interval: u64,
+    pub info_hash: &'a str,
+    pub complete: usize,
+    pub incomplete: usize,
+}
+
+/// Tracker to peer: an offer from `peer_id`, or the answer of `peer_id` to our offer.
+#[derive(Debug, Serialize)]
+pub struct Relay<'a> {
+    pub action: &'static str,
+    pub info_hash: &'a str,
+    pub peer_id: &'a str,
+    pub offer_id: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub offer: Option<Sdp<'a>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub answer: Option<Sdp<'a>>,
+}
+
+/// Tracker to peer: a request it cannot serve.
+#[derive(Debug, Serialize)]
+pub struct Failure<'a> {
+    pub action: &'a str,
+    #[serde(rename = "failure reason")]
+    pub failure_reason: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub info_hash: Option<&'a str>,
+}
+
+/// One swarm's counts in a scrape response.
+#[derive(Debug, Serialize)]
+pub struct ScrapeFile {
+    pub complete: usize,
+    pub incomplete: usize,
+    pub downloaded: u64,
+}
+
+/// Tracker to peer: the counts of the swarms asked about.
+#[derive(Debug, Serialize)]
+pub struct ScrapeResponse<'a> {
+    pub action: &'static str,
+    pub files: std::collections::BTreeMap<&'a str, ScrapeFile>,
+}
+
+/// Encodes a `failure reason` message for `action`.
+pub fn encode_failure(action: &str, reason: &str, info_hash: Option<&InfoHash>) -> String {
+    to_json(&Failure {
+        action,
+        failure_reason: reason,
+        info_hash: info_hash.map(InfoHash::as_str),
+    })
 }
 
 /// An encoded announce and which of the given offers it carries.
@@ -112,7 +177,7 @@ pub fn encode_announce(
     event: Option<AnnounceEvent>,
     offers: &[LocalOffer],
 ) -> EncodedAnnounce {
-    let mut message = AnnounceOut {
+    let mut message = Announce {
         action: "announce",
         info_hash: info_hash.as_str(),
         peer_id: peer_id.as_str(),
@@ -129,9 +194,9 @@ pub fn encode_announce(
             if included.len() == MAX_OFFERS_PER_ANNOUNCE {
                 break;
             }
-            message.offers.push(OfferOut {
+            message.offers.push(Offer {
                 offer_id: offer.offer_id.as_str(),
-                offer: SdpOut {
+                offer: Sdp {
                     kind: "offer",
                     sdp: &offer.sdp,
                 },
@@ -158,13 +223,13 @@ pub fn encode_answer(
     offer_id: &OfferId,
     sdp: &str,
 ) -> Option<String> {
-    let text = to_json(&AnswerOut {
+    let text = to_json(&Answer {
         action: "announce",
         info_hash: info_hash.as_str(),
         peer_id: peer_id.as_str(),
         to_peer_id: to_peer_id.as_str(),
         offer_id: offer_id.as_str(),
-        answer: SdpOut {
+        answer: Sdp {
             kind: "answer",
             sdp,
         },
@@ -172,7 +237,8 @@ pub fn encode_answer(
     (text.len() < MAX_MESSAGE_BYTES).then_some(text)
 }
 
-fn to_json<T: Serialize>(value: &T) -> String {
+/// A message as JSON text.
+pub fn to_json<T: Serialize>(value: &T) -> String {
     serde_json::to_string(value).expect("tracker messages serialize")
 }
 
@@ -181,6 +247,8 @@ struct SdpIn {
     sdp: String,
 }
 
+/// What the client reads of any tracker message: the fields of [`AnnounceResponse`],
+/// [`Relay`] and [`Failure`], and the `warning message` and `min interval` other trackers add.
 #[derive(Deserialize)]
 struct MessageIn {
     action: Option<String>,
@@ -261,4 +329,66 @@ pub fn parse_message(text: &str) -> Result<TrackerMessage, TrackerError> {
         offer: remote(raw.offer),
         answer: remote(raw.answer),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const SWARM: &str = "e93f02264a9448c5b150";
+    const PEER: &str = "-GM0001-AAAAAAAAAAAA";
+    const OFFER: &str = "OfferOfferOffer00001";
+
+    #[test]
+    fn what_the_tracker_writes_its_clients_read() {
+        let info_hash = InfoHash::parse(SWARM).unwrap();
+        let response = to_json(&AnnounceResponse {
+            action: "announce",
+            interval: 120,
+            info_hash: SWARM,
+            complete: 2,
+            incomplete: 3,
+        });
+        assert_eq!(
+            response,
+            r#"{"action":"announce","interval":120,"info_hash":"e93f02264a9448c5b150","complete":2,"incomplete":3}"#
+        );
+        assert_eq!(
+            parse_message(&response).unwrap(),
+            TrackerMessage {
+                info_hash: Some(info_hash.clone()),
+                interval: Some(Duration::from_secs(120)),
+                complete: Some(2),
+                incomplete: Some(3),
+                ..Default::default()
+            }
+        );
+        let relay = to_json(&Relay {
+            action: "announce",
+            info_hash: SWARM,
+            peer_id: PEER,
+            offer_id: OFFER,
+            offer: Some(Sdp {
+                kind: "offer",
+                sdp: "v=0\r\n",
+            }),
+            answer: None,
+        });
+        assert_eq!(
+            parse_message(&relay).unwrap().offer,
+            Some(RemoteSdp {
+                peer_id: PeerId::parse(PEER).unwrap(),
+                offer_id: OfferId::parse(OFFER).unwrap(),
+                sdp: "v=0\r\n".into(),
+            })
+        );
+        let failure = encode_failure("announce", "invalid peer_id", Some(&info_hash));
+        assert_eq!(
+            failure,
+            r#"{"action":"announce","failure reason":"invalid peer_id","info_hash":"e93f02264a9448c5b150"}"#
+        );
+        let parsed = parse_message(&failure).unwrap();
+        assert_eq!(parsed.failure_reason.as_deref(), Some("invalid peer_id"));
+        assert_eq!(parsed.info_hash, Some(info_hash));
+    }
 }

@@ -33,10 +33,12 @@
 
 type Time = std::time::Duration;
 use mesh_proto::ids::{InfoHash, OfferId, PeerId};
+use mesh_proto::tracker::{
+    AnnounceResponse, Relay, ScrapeFile, ScrapeResponse, Sdp, encode_failure as failure, to_json,
+};
 use rand::SeedableRng;
 use rand::rngs::StdRng;
 use rand::seq::index;
-use serde::Serialize;
 use serde_json::{Map, Value};
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::time::Duration;
@@ -240,68 +242,6 @@ impl RelayedOffers {
     fn len(&self) -> usize {
         self.map.len()
     }
-}
-
-#[derive(Serialize)]
-struct AnnounceResponse<'a> {
-    action: &'static str,
-    interval: u64,
-    info_hash: &'a str,
-    complete: usize,
-    incomplete: usize,
-}
-
-#[derive(Serialize)]
-struct Sdp<'a> {
-    #[serde(rename = "type")]
-    kind: &'static str,
-    sdp: &'a str,
-}
-
-#[derive(Serialize)]
-struct Relay<'a> {
-    action: &'static str,
-    info_hash: &'a str,
-    peer_id: &'a str,
-    offer_id: &'a str,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    offer: Option<Sdp<'a>>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    answer: Option<Sdp<'a>>,
-}
-
-#[derive(Serialize)]
-struct Failure<'a> {
-    action: &'a str,
-    #[serde(rename = "failure reason")]
-    failure_reason: &'a str,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    info_hash: Option<&'a str>,
-}
-
-#[derive(Serialize)]
-struct ScrapeFile {
-    complete: usize,
-    incomplete: usize,
-    downloaded: u64,
-}
-
-#[derive(Serialize)]
-struct ScrapeResponse<'a> {
-    action: &'static str,
-    files: BTreeMap<&'a str, ScrapeFile>,
-}
-
-fn to_json<T: Serialize>(value: &T) -> String {
-    serde_json::to_string(value).expect("tracker messages serialize")
-}
-
-fn failure(action: &str, reason: &str, info_hash: Option<&InfoHash>) -> String {
-    to_json(&Failure {
-        action,
-        failure_reason: reason,
-        info_hash: info_hash.map(InfoHash::as_str),
-    })
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
