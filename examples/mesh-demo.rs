@@ -1,12 +1,17 @@
 //! mesh-demo: several viewers of one live stream sharing segments over WebRTC.
 //!
 //! ```text
-//! cargo build --release --bins --examples && target/release/examples/mesh-demo [--viewers N] [--seconds S]
+//! cargo build --release -p mesh-tracker
+//! cargo run --release --example mesh-demo -- [--viewers N] [--seconds S]
 //! ```
+//!
+//! `scripts/demo.sh` does both. Building the example does not build the tracker binary,
+//! which belongs to the mesh-tracker crate.
 //!
 //! * generates an H.264/AAC MPEG-TS stream with GStreamer's hlssink2 and serves it on
 //!   127.0.0.1 as a live playlist with 2 s segments, plus its `segments-sha256.json`;
-//! * starts the bundled WebTorrent tracker (`mesh-tracker`, built next to this example);
+//! * starts the bundled WebTorrent tracker (`target/release/mesh-tracker`, found in the
+//!   folder above this example's);
 //! * starts N viewers a second apart, each a `playbin3 uri=mesh+http://…` with fake sinks
 //!   playing in real time, whose meshsrc gets `tracker`, `segment-hashes` and
 //!   `ice-address=127.0.0.1` in `source-setup`;
@@ -93,7 +98,7 @@ impl Tracker {
             .and_then(|examples| examples.parent())
             .map(|dir| dir.join("mesh-tracker"))
             .filter(|p| p.exists())
-            .ok_or("mesh-tracker not built: run `cargo build --release --bins` first")?;
+            .ok_or("mesh-tracker not built: run `cargo build --release -p mesh-tracker` first")?;
         let mut child = Command::new(bin)
             .args(["--listen", "127.0.0.1:0"])
             .stdout(Stdio::piped())

@@ -1,5 +1,13 @@
 #!/usr/bin/env bash
 # Installs what gst-mesh needs to build, test and run the demo.
+#
+#   bash scripts/setup-deps.sh        everything: the build, the tests and the demo
+#                                     (scripts/run-tests.sh and CI call it so)
+#   bash scripts/setup-deps.sh demo   only what scripts/demo.sh needs: the Debian packages
+#                                     that build the plugin and run the demo's GStreamer
+#                                     pipelines (hlssink2 with x264enc and avenc_aac, and
+#                                     playbin3 viewers), and no test tools
+#
 # Idempotent: only missing Debian packages are installed (apt-get update runs
 # once, and only if something is missing); cargo-nextest is installed into the
 # project's own .tools/ only if `cargo nextest` is not already available.
@@ -11,14 +19,29 @@
 # tests/browser/package.json (hls.js, p2p-media-loader, playwright-core, ws),
 # installed into .tools/browser. A Chromium that cannot be installed is reported,
 # not fatal: that test then says loudly that it did not run.
+# A Rust toolchain (cargo, rustc >= 1.92) must already be installed.
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "$0")/.." && pwd)"
 cd "$ROOT"
 
+MODE="${1:-all}"
+case "$MODE" in
+  all | demo) ;;
+  *)
+    echo "usage: $0 [demo]" >&2
+    exit 2
+    ;;
+esac
+
 export DEBIAN_FRONTEND=noninteractive
 export PATH="$ROOT/.tools/bin:$HOME/.cargo/bin:$PATH"
 
+# What building the plugin and running the demo need (examples/mesh-demo.rs):
+# pkg-config and the GStreamer development packages for the gstreamer crates;
+# gst-launch-1.0 (tools) with videotestsrc, x264enc, h264parse, audiotestsrc,
+# avenc_aac, aacparse and hlssink2 to make the stream; playbin3 with tsdemux and
+# the decoders for the viewers; flock (util-linux) for the build lock.
 PACKAGES=(
   pkg-config
   libgstreamer1.0-dev
@@ -29,21 +52,34 @@ PACKAGES=(
   gstreamer1.0-plugins-ugly
   gstreamer1.0-libav
   gstreamer1.0-tools
-  ffmpeg
-  openssl
-  meson
-  ninja-build
   util-linux
-  iproute2
 )
 
-# Node.js runs bittorrent-tracker in the tracker tests. Node may come from
-# elsewhere than Debian: only ask for Debian's packages when a command is absent.
-if ! command -v node >/dev/null 2>&1; then
-  PACKAGES+=(nodejs)
+# A C compiler and the C library headers: rustc links through `cc`, and ring
+# (rustls, webrtc) compiles C. Only asked for when `cc` is absent.
+if ! command -v cc >/dev/null 2>&1; then
+  PACKAGES+=(gcc libc6-dev)
 fi
-if ! command -v npm >/dev/null 2>&1; then
-  PACKAGES+=(npm)
+
+if [ "$MODE" = all ]; then
+  # The tests: ffmpeg packages test streams, openssl encrypts AES-128 ones,
+  # meson and ninja build the meson install, iproute2 sets up the network
+  # namespaces of the browser test.
+  PACKAGES+=(
+    ffmpeg
+    openssl
+    meson
+    ninja-build
+    iproute2
+  )
+  # Node.js runs bittorrent-tracker in the tracker tests. Node may come from
+  # elsewhere than Debian: only ask for Debian's packages when a command is absent.
+  if ! command -v node >/dev/null 2>&1; then
+    PACKAGES+=(nodejs)
+  fi
+  if ! command -v npm >/dev/null 2>&1; then
+    PACKAGES+=(npm)
+  fi
 fi
 
 SUDO=()
@@ -79,6 +115,23 @@ else
   echo "setup-deps: all Debian packages present"
 fi
 
+if ! command -v cargo >/dev/null 2>&1; then
+  echo "setup-deps: cargo not found; a Rust toolchain (rustup) is required" >&2
+  exit 1
+fi
+
+# Cargo.toml asks for rust-version 1.92; cargo itself refuses an older rustc.
+rustc_version="$(rustc --version 2>/dev/null | awk '{print $2}')"
+if [ -n "$rustc_version" ] && \
+    [ "$(printf '%s\n' 1.92 "$rustc_version" | sort -V | head -n1)" != 1.92 ]; then
+  echo "setup-deps: WARNING: rustc $rustc_version is older than 1.92, which gst-mesh needs" >&2
+fi
+
+if [ "$MODE" = demo ]; then
+  echo "setup-deps: demo dependencies present"
+  exit 0
+fi
+
 # Chromium for tests/browser.rs, on its own: a machine without it (or without
 # the package) can still build and run every other test.
 if [ -x /usr/bin/chromium ]; then
@@ -89,11 +142,6 @@ else
       apt-get install -y -q chromium; } || [ ! -x /usr/bin/chromium ]; then
     echo "setup-deps: WARNING: chromium could not be installed; tests/browser.rs will not run" >&2
   fi
-fi
-
-if ! command -v cargo >/dev/null 2>&1; then
-  echo "setup-deps: cargo not found; a Rust toolchain (rustup) is required" >&2
-  exit 1
 fi
 
 if cargo nextest --version >/dev/null 2>&1; then
