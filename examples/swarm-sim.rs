@@ -23,7 +23,7 @@
 use bytes::Bytes;
 use gstmesh::mesh::SegmentId;
 use gstmesh::mesh::guard::Bans;
-use gstmesh::mesh::protocol::{Command, Incoming};
+use gstmesh::mesh::protocol::{Command, Incoming, encode};
 use gstmesh::mesh::swarm::{InfoHash, PeerId};
 use gstmesh::model::Resource;
 use gstmesh::scheduler::{RequestId, SchedulerConfig, SegmentRequest, Share, ShareKey};
@@ -90,9 +90,16 @@ const SEGMENT: Micros = 2 * SEC;
 const HOLD_BACK: Micros = 3 * SEGMENT;
 /// Segments published before the simulation starts, so the first playlist is full.
 const HISTORY_SEGMENTS: i64 = 30;
-/// How often a link writer hands the data sent so far to its link (the hub's writer hands
-/// every 16 KiB chunk; the engine only needs the rate and "still moving").
-const PROGRESS_EVERY: Micros = 250 * MS;
+/// What a link writer hands the data channel at a time (real bytes; the hub's writer hands
+/// 16 KiB, the engine only needs the progress).
+const HAND_OFF: u64 = 64 * 1024;
+/// Bytes a viewer's uplink holds queued at most: the data channel's send buffer (1 MiB, the
+/// transport's default) in front of a router queue of about that size.
+const UPLINK_QUEUE: f64 = 1024.0 * 1024.0;
+/// Wire bytes per data-channel byte: IP, UDP, DTLS and SCTP headers on ~1,200-byte packets.
+const WIRE_OVERHEAD: f64 = 1.08;
+/// Wire bytes of a command besides its encoding (the same headers on its own packet).
+const COMMAND_OVERHEAD: u64 = 90;
 /// One payload byte stands for this many bytes of a segment: the engines hold, count and
 /// verify sizes in payload bytes, so 10,000 viewers' caches fit in memory. Transfer times
 /// and the reported figures are in real bytes.
@@ -550,34 +557,29 @@ struct LinkEnd {
     one_way: Micros,
 }
 
-/// An upload the engine ordered on a link, as a link writer sends it.
+/// An upload the engine ordered on a link, as the link's writer hands it to the data channel.
 #[derive(Debug)]
 struct Sending {
     link: LinkId,
-    to: PeerIdx,
     request_id: RequestId,
     segment: SegmentId,
-    /// Payload bytes to send, and those handed to the link so far.
+    /// Payload bytes to send, and those handed to the channel so far.
     payload: u64,
     handed: u64,
-    /// Real bytes sent so far, at the rate the uplink allows.
-    sent: f64,
 }
 
-impl Sending {
-    fn real_size(&self) -> f64 {
-        (self.payload * BYTE_SCALE) as f64
-    }
-}
-
+/// A viewer's uplink: one queue for everything it sends (commands and data on every link, its
+/// HTTP requests), drained at the uplink's rate, as a home router's queue and the data
+/// channels' send buffers hold them. Writers hand data while less than [`UPLINK_QUEUE`] waits.
 #[derive(Debug, Default)]
 struct Uploader {
     sending: Vec<Sending>,
-    /// The token bucket of max-upload-rate, in real bytes.
+    /// When the uplink will have sent everything queued so far.
+    free_at: Micros,
+    /// The max-upload-rate token bucket, in real bytes, as of `last`.
     tokens: f64,
     last: Micros,
     generation: u64,
-    next_progress: Micros,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -1099,7 +1101,7 @@ impl<'a> Sim<'a> {
                 if v.uploader.generation != generation {
                     return;
                 }
-                self.uploader_update(p);
+                self.hand_off(p);
                 self.pump(p);
             }
             Event::Sample => {
@@ -1181,7 +1183,6 @@ impl<'a> Sim<'a> {
 
     /// The viewer leaves (churn) or the run ends: its counts go into the totals.
     fn retire(&mut self, p: PeerIdx) {
-        self.uploader_advance(p);
         let now = self.now;
         let graceful = self.plans[p as usize].graceful || now >= self.cfg.end;
         let mut v = self.viewers[p as usize].take().expect("live viewer");
@@ -1204,9 +1205,6 @@ impl<'a> Sim<'a> {
             if media {
                 t.result.origin_media_bytes += sent;
             }
-        }
-        for sending in &v.uploader.sending {
-            t.result.bytes_uploaded += sending.sent as u64;
         }
         if now >= self.cfg.end {
             return;
@@ -1329,6 +1327,8 @@ impl<'a> Sim<'a> {
         let v = self.v(p);
         let per_request = mbit_to_bytes_per_us(v.rng.range((cdn_lo, cdn_hi)));
         let bytes_per_us = per_request.min(v.downlink_bytes_per_us);
+        // The request leaves behind what the uplink already queued.
+        let sent_at = now.max(v.uploader.free_at);
         let rtt = v.cdn_rtt;
         let has_links = !v.links.is_empty();
         let bytes = total - (from * BYTE_SCALE).min(total);
@@ -1336,12 +1336,12 @@ impl<'a> Sim<'a> {
         v.http.push(HttpTransfer {
             id,
             generation,
-            first_byte_at: now + rtt,
+            first_byte_at: sent_at + rtt,
             bytes,
             from,
             bytes_per_us,
         });
-        let done = now + rtt + (bytes as f64 / bytes_per_us) as Micros;
+        let done = sent_at + rtt + (bytes as f64 / bytes_per_us) as Micros;
         self.schedule(done, Event::HttpDone(p, id, generation));
         let r = &mut self.totals.result;
         match kind {
@@ -1893,43 +1893,35 @@ impl<'a> Sim<'a> {
         );
     }
 
-    /// Drops this end of `link` and what it was sending; whether it was open.
+    /// Drops this end of `link` and what its writer had still to hand; whether it was open.
+    /// What is queued on the uplink goes out anyway and is dropped at the far end.
     fn forget_link(&mut self, p: PeerIdx, link: LinkId) -> bool {
         let v = self.v(p);
         let Some(pos) = v.links.iter().position(|l| l.id == link) else {
             return false;
         };
         v.links.remove(pos);
-        if v.uploader.sending.iter().any(|u| u.link == link) {
-            self.stop_sending(p, link);
-            self.uploader_update(p);
-        }
+        v.uploader.sending.retain(|u| u.link != link);
         true
     }
 
-    /// Stops what `link` was sending; what it sent so far counts as uploaded.
-    fn stop_sending(&mut self, p: PeerIdx, link: LinkId) {
-        self.uploader_advance(p);
+    /// Queues `msg` of `bytes` wire bytes on `p`'s uplink towards `end`: it arrives once the
+    /// uplink has sent it, at the slower of the uplink and the far end's downlink, a one-way
+    /// trip later.
+    fn transmit(&mut self, p: PeerIdx, end: LinkEnd, msg: Incoming, bytes: u64) {
+        let now = self.now;
+        let down = self.viewers[end.remote as usize]
+            .as_ref()
+            .map_or(f64::INFINITY, |r| r.downlink_bytes_per_us);
         let v = self.v(p);
-        let mut cut = 0.0;
-        v.uploader.sending.retain(|u| {
-            if u.link == link {
-                cut += u.sent;
-                false
-            } else {
-                true
-            }
-        });
-        self.totals.result.bytes_uploaded += cut as u64;
-    }
-
-    /// Sends a message on `link`: it arrives a one-way trip later, after those sent before.
-    fn send(&mut self, from: LinkEnd, msg: Incoming) {
+        let rate = v.uplink_bytes_per_us.min(down);
+        let sent = now.max(v.uploader.free_at) + (bytes as f64 / rate).ceil() as Micros;
+        v.uploader.free_at = sent;
         self.schedule(
-            self.now + from.one_way,
+            sent + end.one_way,
             Event::Msg {
-                to: from.remote,
-                link: from.id,
+                to: end.remote,
+                link: end.id,
                 msg,
             },
         );
@@ -1944,165 +1936,110 @@ impl<'a> Sim<'a> {
             Command::SegmentAbsent { .. } => self.totals.result.absent_answers += 1,
             _ => {}
         }
-        self.send(end, Incoming::Command(command));
+        let bytes = encode(&command)
+            .iter()
+            .map(|part| part.len() as u64)
+            .sum::<u64>();
+        self.transmit(p, end, Incoming::Command(command), bytes + COMMAND_OVERHEAD);
     }
 
-    // ---- uploads: the link writers, sending what the engine's upload turns order ----
+    // ---- uploads: the link writers, handing what the engine's upload turns order ----
 
-    /// The engine orders `upload` on `link` (replacing what it sent there), or stops it.
+    /// The engine orders `upload` on `link` (replacing what its writer was handing), or stops
+    /// it. What was handed already is on its way.
     fn upload_order(&mut self, p: PeerIdx, link: LinkId, upload: Option<Upload>) {
-        self.stop_sending(p, link);
-        let now = self.now;
         let v = self.v(p);
+        v.uploader.sending.retain(|u| u.link != link);
         if let (Some(upload), Some(end)) = (upload, v.link(link)) {
-            if v.uploader.sending.is_empty() {
-                v.uploader.next_progress = now + PROGRESS_EVERY;
-            }
             let size = upload.data.len() as u64;
             v.uploader.sending.push(Sending {
                 link,
-                to: end.remote,
                 request_id: upload.request_id,
                 segment: upload.segment,
                 payload: size,
                 handed: 0,
-                sent: 0.0,
             });
             let header = Command::SegmentData {
                 id: upload.segment,
                 request_id: upload.request_id,
                 size,
             };
-            self.send(end, Incoming::Command(header));
+            let bytes = encode(&header)
+                .iter()
+                .map(|part| part.len() as u64)
+                .sum::<u64>();
+            self.transmit(p, end, Incoming::Command(header), bytes + COMMAND_OVERHEAD);
         }
-        self.uploader_update(p);
+        self.hand_off(p);
     }
 
-    /// Upload rate in real bytes/µs of each upload being sent, and their sum.
-    fn upload_rates(&self, p: PeerIdx) -> (Vec<f64>, f64) {
-        let v = self.viewers[p as usize].as_ref().expect("live viewer");
-        let active = v.uploader.sending.len();
-        if active == 0 {
-            return (Vec::new(), 0.0);
-        }
-        let total = match self.cfg.upload_cap_bytes_per_us {
-            // The token bucket lets bursts through at line rate.
-            Some(cap) if v.uploader.tokens <= 0.0 => cap.min(v.uplink_bytes_per_us),
-            _ => v.uplink_bytes_per_us,
-        };
-        let share = total / active as f64;
-        let rates: Vec<f64> = v
-            .uploader
-            .sending
-            .iter()
-            .map(|u| {
-                let down = self.viewers[u.to as usize]
-                    .as_ref()
-                    .map_or(share, |r| r.downlink_bytes_per_us);
-                share.min(down)
-            })
-            .collect();
-        let sum = rates.iter().sum();
-        (rates, sum)
-    }
-
-    /// Moves the uploads on to now at the rates set at the last update.
-    fn uploader_advance(&mut self, p: PeerIdx) {
+    /// The writers hand data while the uplink has room and the upload cap allows, reporting
+    /// each hand-off to the engine; an upload all handed ends with `sending completed`. Sets
+    /// the timer for when there will be room again.
+    fn hand_off(&mut self, p: PeerIdx) {
         let now = self.now;
-        let (rates, sum) = self.upload_rates(p);
         let cap = self.cfg.upload_cap_bytes_per_us;
-        let v = self.v(p);
-        let dt = now.saturating_sub(v.uploader.last) as f64;
-        v.uploader.last = now;
-        if dt == 0.0 {
-            return;
-        }
-        for (upload, rate) in v.uploader.sending.iter_mut().zip(rates) {
-            upload.sent = (upload.sent + rate * dt).min(upload.real_size());
-        }
-        if let Some(cap) = cap {
-            let bucket = cap * SEC as f64;
-            if sum > 0.0 && v.uploader.tokens <= 0.0 {
-                // Depleted: sending at the cap keeps it empty.
-                v.uploader.tokens = 0.0;
-            } else {
-                v.uploader.tokens = (v.uploader.tokens + (cap - sum) * dt).clamp(0.0, bucket);
-            }
-        }
-    }
-
-    /// Hands the data sent so far to the links (every [`PROGRESS_EVERY`] and at the end),
-    /// finishes complete uploads with `sending completed`, and sets the next upload timer.
-    fn uploader_update(&mut self, p: PeerIdx) {
-        self.uploader_advance(p);
-        let now = self.now;
-        let v = self.v(p);
-        let report = now >= v.uploader.next_progress;
-        if report {
-            v.uploader.next_progress = now + PROGRESS_EVERY;
-        }
-        let mut handed = Vec::new();
-        let mut done = Vec::new();
-        v.uploader.sending.retain_mut(|u| {
-            let complete = u.sent + 0.5 >= u.real_size();
-            let sent = if complete {
-                u.payload
-            } else {
-                (u.sent as u64 / BYTE_SCALE).min(u.payload)
+        loop {
+            let v = self.v(p);
+            let Some(u) = v.uploader.sending.first() else {
+                return;
             };
-            if (report || complete) && sent > u.handed {
-                handed.push((u.link, u.request_id, sent - u.handed));
-                u.handed = sent;
+            let (link, request_id, segment) = (u.link, u.request_id, u.segment);
+            let n = (HAND_OFF / BYTE_SCALE).min(u.payload - u.handed);
+            let wire = (n * BYTE_SCALE) as f64 * WIRE_OVERHEAD;
+            let queued = v.uploader.free_at.saturating_sub(now) as f64 * v.uplink_bytes_per_us;
+            let mut wait: Option<Micros> = (queued + wire > UPLINK_QUEUE).then(|| {
+                let excess = queued + wire - UPLINK_QUEUE;
+                now + (excess / v.uplink_bytes_per_us).ceil() as Micros
+            });
+            if let Some(cap) = cap {
+                let up = &mut v.uploader;
+                up.tokens =
+                    (up.tokens + now.saturating_sub(up.last) as f64 * cap).min(cap * SEC as f64);
+                up.last = now;
+                if up.tokens < 0.0 {
+                    let refill = now + (-up.tokens / cap).ceil() as Micros;
+                    wait = Some(wait.map_or(refill, |w| w.max(refill)));
+                }
             }
-            if complete {
-                done.push((u.link, u.request_id, u.segment, u.payload));
+            if let Some(at) = wait {
+                v.uploader.generation += 1;
+                let generation = v.uploader.generation;
+                self.schedule(at.max(now + 1), Event::UploaderWake(p, generation));
+                return;
             }
-            !complete
-        });
-        for (link, request_id, len) in handed {
-            if let Some(end) = self.v(p).link(link) {
-                self.send(end, Incoming::Data(payload(len)));
-                self.feed(p, Input::UploadProgress { link, request_id });
+            if cap.is_some() {
+                v.uploader.tokens -= (n * BYTE_SCALE) as f64;
             }
-        }
-        for (link, request_id, segment, size) in done {
-            self.totals.result.bytes_uploaded += size * BYTE_SCALE;
-            if let Some(end) = self.v(p).link(link) {
+            let Some(end) = v.link(link) else {
+                v.uploader.sending.remove(0);
+                continue;
+            };
+            let u = &mut v.uploader.sending[0];
+            u.handed += n;
+            let done = u.handed == u.payload;
+            self.transmit(p, end, Incoming::Data(payload(n)), wire as u64);
+            self.totals.result.bytes_uploaded += n * BYTE_SCALE;
+            self.feed(p, Input::UploadProgress { link, request_id });
+            self.feed(p, Input::Uploaded { bytes: n });
+            if done {
+                self.v(p).uploader.sending.remove(0);
                 let completed = Command::SendingCompleted {
                     id: segment,
                     request_id,
                 };
-                self.send(end, Incoming::Command(completed));
+                let bytes = encode(&completed)
+                    .iter()
+                    .map(|part| part.len() as u64)
+                    .sum::<u64>();
+                self.transmit(
+                    p,
+                    end,
+                    Incoming::Command(completed),
+                    bytes + COMMAND_OVERHEAD,
+                );
                 self.feed(p, Input::UploadDone { link, request_id });
-                self.feed(p, Input::Uploaded { bytes: size });
             }
-        }
-        // The next moment something changes: a completion, the bucket running dry, a report.
-        let (rates, sum) = self.upload_rates(p);
-        let cap = self.cfg.upload_cap_bytes_per_us;
-        let v = self.v(p);
-        let mut next: Option<Micros> = None;
-        for (u, rate) in v.uploader.sending.iter().zip(&rates) {
-            if *rate > 0.0 {
-                let left = (u.real_size() - u.sent).max(0.0);
-                let at = now + (left / rate).ceil() as Micros;
-                next = Some(next.map_or(at, |n: Micros| n.min(at)));
-            }
-        }
-        if next.is_some() {
-            next = next.map(|n| n.min(v.uploader.next_progress.max(now + 1)));
-            if let Some(cap) = cap
-                && v.uploader.tokens > 0.0
-                && sum > cap
-            {
-                let dry = now + (v.uploader.tokens / (sum - cap)).ceil() as Micros;
-                next = next.map(|n| n.min(dry));
-            }
-        }
-        v.uploader.generation += 1;
-        let generation = v.uploader.generation;
-        if let Some(at) = next {
-            self.schedule(at.max(now + 1), Event::UploaderWake(p, generation));
         }
     }
 }
