@@ -291,6 +291,70 @@ pub enum Snap {
     Nearest,
 }
 
+/// Pads that push their first buffers one after another: a pad starts once the player
+/// has set up the outputs of the pads before it (see meshsrc's `StartWatch`).
+#[derive(Debug)]
+pub struct StartOrder {
+    /// The pads in the order.
+    pads: usize,
+    progress: tokio::sync::watch::Sender<StartProgress>,
+}
+
+#[derive(Debug, Default, Clone, Copy)]
+struct StartProgress {
+    /// Pads allowed to start after the first.
+    released: usize,
+    /// Decoded outputs the player has exposed.
+    exposed: usize,
+    /// The element stopped: nothing waits any more.
+    stopped: bool,
+}
+
+impl StartOrder {
+    pub fn new(pads: usize) -> Self {
+        StartOrder {
+            pads,
+            progress: tokio::sync::watch::Sender::new(StartProgress::default()),
+        }
+    }
+
+    /// Waits until the pad at `turn` in the order may push its first buffer.
+    pub async fn wait_turn(&self, turn: usize) {
+        let mut progress = self.progress.subscribe();
+        let _ = progress.wait_for(|p| p.stopped || p.released >= turn).await;
+    }
+
+    /// The player exposed one more decoded output.
+    pub fn output_exposed(&self) {
+        self.progress.send_modify(|p| p.exposed += 1);
+    }
+
+    /// Lets the next pad start, if one waits; returns the number of outputs exposed so
+    /// far, which its output will exceed.
+    pub fn release_next(&self) -> Option<usize> {
+        let mut exposed = None;
+        self.progress.send_if_modified(|p| {
+            if p.stopped || p.released + 1 >= self.pads {
+                return false;
+            }
+            p.released += 1;
+            exposed = Some(p.exposed);
+            true
+        });
+        exposed
+    }
+
+    /// Waits until more than `seen` outputs are exposed, or the element stopped.
+    pub async fn wait_exposed_beyond(&self, seen: usize) {
+        let mut progress = self.progress.subscribe();
+        let _ = progress.wait_for(|p| p.stopped || p.exposed > seen).await;
+    }
+
+    pub fn stop(&self) {
+        self.progress.send_modify(|p| p.stopped = true);
+    }
+}
+
 /// The tracks of one presentation seen together, so that every pad answers position,
 /// duration and seeking queries alike and one seek moves them all.
 #[derive(Debug, Default)]
@@ -300,14 +364,24 @@ pub struct PresentationControl {
     /// A pad other than text has pushed its first buffer.
     media_started: std::sync::atomic::AtomicBool,
     started: Notify,
+    /// When the pads start one after another.
+    start_order: Option<Arc<StartOrder>>,
 }
 
 impl PresentationControl {
-    pub fn new(tracks: Vec<(TrackKind, Arc<TrackControl>)>) -> Self {
+    pub fn new(
+        tracks: Vec<(TrackKind, Arc<TrackControl>)>,
+        start_order: Option<Arc<StartOrder>>,
+    ) -> Self {
         PresentationControl {
             tracks,
+            start_order,
             ..Default::default()
         }
+    }
+
+    pub fn start_order(&self) -> Option<&StartOrder> {
+        self.start_order.as_deref()
     }
 
     /// Called once a pad other than text has pushed a buffer downstream.
@@ -1641,6 +1715,33 @@ fn looks_like_bmff(data: &[u8]) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Three pads: the second starts once the first's output asked, the third once the
+    /// second's did; each output waits for the next one to be exposed; stopping frees all.
+    #[tokio::test]
+    async fn pads_start_in_order_and_outputs_wait_for_the_next() {
+        use futures::FutureExt;
+        let order = StartOrder::new(3);
+        assert!(order.wait_turn(0).now_or_never().is_some());
+        assert!(order.wait_turn(1).now_or_never().is_none());
+        order.output_exposed();
+        assert_eq!(order.release_next(), Some(1));
+        assert!(order.wait_turn(1).now_or_never().is_some());
+        assert!(order.wait_turn(2).now_or_never().is_none());
+        assert!(order.wait_exposed_beyond(1).now_or_never().is_none());
+        order.output_exposed();
+        assert!(order.wait_exposed_beyond(1).now_or_never().is_some());
+        assert_eq!(order.release_next(), Some(2));
+        assert!(order.wait_turn(2).now_or_never().is_some());
+        order.output_exposed();
+        // Every pad has started: later outputs wait for nothing.
+        assert_eq!(order.release_next(), None);
+        let stopped = StartOrder::new(2);
+        stopped.stop();
+        assert!(stopped.wait_turn(1).now_or_never().is_some());
+        assert!(stopped.wait_exposed_beyond(5).now_or_never().is_some());
+        assert_eq!(stopped.release_next(), None);
+    }
 
     fn timeline(starts_ms: &[u64], duration_ms: u64) -> MediaTimeline {
         let url = Url::parse("http://origin.test/a.m4s").unwrap();

@@ -12,6 +12,7 @@
 mod common;
 
 use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use common::growing::GrowingOrigin;
@@ -285,6 +286,101 @@ fn hls_two_audio_renditions_key_unit_seek_lands_within_a_fragment_on_every_sink(
 #[test]
 fn hls_two_audio_renditions_accurate_seek_lands_within_a_fragment_on_every_sink() {
     seek_case(ffmpeg_hls_two_audio_renditions, 6, accurate());
+}
+
+/// GStreamer 1.22's playbin3 leaves a stream unlinked, and preroll never ends, when the
+/// pads' collections reach decodebin3 close together (docs/packagers.md). Under playbin3
+/// meshsrc starts its pads one after another: the audio pad pushes its first buffer only
+/// once the video's decoded output is exposed, and both decoded outputs exist before
+/// either sink gets a buffer, so neither prerolls alone.
+#[test]
+fn hls_two_audio_renditions_start_one_pad_after_another_under_playbin3() {
+    let env = Env::new();
+    let p = ffmpeg_hls_two_audio_renditions(&env.path("stream"));
+    common::init();
+    let order: Arc<Mutex<Vec<String>>> = Arc::default();
+    let note_first = |pad: &gst::Pad, what: String, order: &Arc<Mutex<Vec<String>>>| {
+        let order = order.clone();
+        pad.add_probe(gst::PadProbeType::BUFFER, move |_, _| {
+            order.lock().unwrap().push(what.clone());
+            gst::PadProbeReturn::Remove
+        });
+    };
+    let sink = |name: &str| {
+        let sink = gst::ElementFactory::make("fakesink")
+            .property("sync", false)
+            .build()
+            .unwrap();
+        note_first(
+            &sink.static_pad("sink").unwrap(),
+            format!("sink:{name}"),
+            &order,
+        );
+        sink
+    };
+    let playbin = gst::ElementFactory::make("playbin3")
+        .property("uri", env.origin.mesh_url_of(&p.entry))
+        .property("video-sink", sink("video"))
+        .property("audio-sink", sink("audio"))
+        .property("text-sink", sink("text"))
+        .build()
+        .unwrap();
+    let seen = order.clone();
+    playbin
+        .downcast_ref::<gst::Bin>()
+        .unwrap()
+        .connect_deep_element_added(move |_, _, element| {
+            let seen = seen.clone();
+            if is_meshsrc(element) {
+                element.connect_pad_added(move |_, pad| {
+                    note_first(pad, format!("pad:{}", pad.name()), &seen);
+                });
+            }
+        });
+    // playbin3 made its uridecodebin3 before any handler could see it added.
+    let uridecodebin = playbin
+        .downcast_ref::<gst::Bin>()
+        .unwrap()
+        .iterate_elements()
+        .into_iter()
+        .flatten()
+        .find(|e| e.factory().is_some_and(|f| f.name() == "uridecodebin3"))
+        .expect("playbin3 has a uridecodebin3");
+    let seen = order.clone();
+    uridecodebin.connect_pad_added(move |_, pad| {
+        if pad.direction() == gst::PadDirection::Src {
+            let kind = pad.name().split('_').next().unwrap_or_default().to_string();
+            seen.lock().unwrap().push(format!("output:{kind}"));
+        }
+    });
+    let bus = playbin.bus().unwrap();
+    playbin.set_state(gst::State::Playing).unwrap();
+    let done = bus.timed_pop_filtered(
+        gst::ClockTime::from_seconds(VOD_TIMEOUT.as_secs()),
+        &[gst::MessageType::Eos, gst::MessageType::Error],
+    );
+    playbin.set_state(gst::State::Null).unwrap();
+    let done = done.map(|m| m.type_());
+    assert_eq!(
+        done,
+        Some(gst::MessageType::Eos),
+        "{:?}",
+        order.lock().unwrap()
+    );
+    let order = order.lock().unwrap().clone();
+    assert_eq!(
+        order[..4],
+        [
+            "pad:video_00",
+            "output:video",
+            "pad:audio_00",
+            "output:audio"
+        ],
+        "{order:?}"
+    );
+    let mut sinks = order[4..].to_vec();
+    sinks.sort();
+    assert_eq!(sinks, ["sink:audio", "sink:video"], "{order:?}");
 }
 
 // ---------------------------------------------------------------------------------------

@@ -12,7 +12,7 @@ use crate::runtime::RUNTIME;
 use crate::scheduler::SchedulerConfig;
 use crate::session::{
     CodecSupport, MeshSessionConfig, PresentationControl, Session, SessionConfig, SessionEvent,
-    Snap, TrackControl, TrackOutput,
+    Snap, StartOrder, TrackControl, TrackOutput,
 };
 use gst::glib;
 use gst::prelude::*;
@@ -71,6 +71,8 @@ enum State {
         last_seek: Option<gst::Seqnum>,
         /// Not-linked stops the element only when every pad is not linked.
         flows: Arc<NotLinked>,
+        /// Orders the pads' start under playbin3 (GStreamer 1.22).
+        start_watch: Option<streams::StartWatch>,
     },
 }
 
@@ -522,6 +524,7 @@ impl MeshSrc {
             presentation: Arc::default(),
             last_seek: None,
             flows: Arc::default(),
+            start_watch: None,
         };
         Ok(())
     }

@@ -42,13 +42,18 @@ impl MeshSrc {
             .streams(choices.iter().map(|c| c.stream.clone()))
             .build();
         // Several pads of one stream each: answer decodebin3's SELECTABLE query and put the
-        // whole collection on every pad, as adaptivedemux2 does. Otherwise GStreamer 1.22's
-        // decodebin3 selects each pad's stream as its collection arrives, and playbin3, on a
-        // late streams-selected of the first alone, unlinks the other's output (not-linked).
+        // whole collection on every pad, as adaptivedemux2 does. A pad a demuxer reads
+        // downstream still brings that demuxer's collection: see StartWatch.
         let selectable = tracks.len() > 1 && tracks.iter().all(|t| !t.track.muxed);
 
+        let kinds: Vec<TrackKind> = tracks.iter().map(|t| t.kind).collect();
+        let (start_watch, turns) = match StartWatch::for_playbin3(obj.upcast_ref(), &kinds) {
+            Some((watch, turns)) => (Some(watch), turns),
+            None => (None, vec![None; kinds.len()]),
+        };
         let presentation = Arc::new(PresentationControl::new(
             tracks.iter().map(|t| (t.kind, t.control.clone())).collect(),
+            start_watch.as_ref().map(|w| w.order.clone()),
         ));
         let flows = match &*lock(&self.state) {
             State::Running { flows, .. } => flows.clone(),
@@ -57,7 +62,7 @@ impl MeshSrc {
         let mut counters = [0u32; 3];
         let mut outputs = Vec::new();
         let mut initial_choices = Vec::new();
-        for track in tracks {
+        for (track, turn) in tracks.into_iter().zip(turns) {
             let slot = match track.kind {
                 TrackKind::Video => 0,
                 TrackKind::Audio => 1,
@@ -85,6 +90,7 @@ impl MeshSrc {
                     group_id,
                     selectable,
                     presentation: presentation.clone(),
+                    turn,
                 },
             );
             let templ = obj
@@ -126,10 +132,12 @@ impl MeshSrc {
                     outputs: slot,
                     selection,
                     presentation: slot_presentation,
+                    start_watch: slot_start_watch,
                     ..
                 } if *g == generation => {
                     slot.extend(outputs);
                     *slot_presentation = presentation;
+                    *slot_start_watch = start_watch;
                     *selection = Some(Selection {
                         collection: collection.clone(),
                         choices,
@@ -331,4 +339,137 @@ pub(super) fn codec_caps(codecs: &str) -> Option<gst::Caps> {
         _ => return None,
     };
     Some(caps)
+}
+
+/// GStreamer 1.22's playbin3 deselects a stream when decodebin3's `streams-selected` for
+/// an earlier partial collection reaches it after that stream's output was linked: the
+/// output is left unlinked and preroll never ends. Every pad here that needs a demuxer
+/// downstream brings its own collection, and the pads used to start together. Under
+/// playbin3 they therefore start one after another: a pad pushes its first buffer once
+/// the pad before it has its decoded output, and that output's first event (which follows
+/// decodebin3's `streams-selected` and playbin3's handling of it, in the same thread)
+/// waits until the next pad's output is exposed, so that no output prerolls alone.
+/// 1.24 reworked decodebin3's collections; there every pad starts at once.
+pub(super) struct StartWatch {
+    pub(super) order: Arc<StartOrder>,
+    uridecodebin: gst::Element,
+    handler: Option<glib::SignalHandlerId>,
+}
+
+/// The longest a decoded output waits for the next pad's.
+const NEXT_OUTPUT_WAIT: Duration = Duration::from_secs(3);
+
+/// playbin3's `flags` for video, audio and text.
+const PLAY_FLAG_VIDEO: u32 = 1;
+const PLAY_FLAG_AUDIO: u32 = 1 << 1;
+const PLAY_FLAG_TEXT: u32 = 1 << 2;
+
+impl StartWatch {
+    /// The watch and each pad's turn, when the element runs in playbin3 on GStreamer 1.22
+    /// with two pads or more that playbin3 plays (its `flags`).
+    fn for_playbin3(
+        meshsrc: &gst::Element,
+        kinds: &[TrackKind],
+    ) -> Option<(StartWatch, Vec<Option<usize>>)> {
+        let (major, minor, _, _) = gst::version();
+        if (major, minor) >= (1, 24) {
+            return None;
+        }
+        let mut ancestor = meshsrc.parent();
+        let (mut playbin, mut uridecodebin) = (None, None);
+        while let Some(object) = ancestor {
+            let bin = object.downcast::<gst::Element>().ok()?;
+            // By type: `playbin` is playbin3 too when USE_PLAYBIN3 is set.
+            match bin.type_().name() {
+                "GstPlayBin3" => playbin = Some(bin.clone()),
+                "GstURIDecodeBin3" => uridecodebin = Some(bin.clone()),
+                _ => {}
+            }
+            ancestor = bin.parent();
+        }
+        let flags = playbin?
+            .property_value("flags")
+            .transform::<u32>()
+            .ok()?
+            .get::<u32>()
+            .ok()?;
+        let played = |kind: &TrackKind| {
+            let flag = match kind {
+                TrackKind::Video => PLAY_FLAG_VIDEO,
+                TrackKind::Audio => PLAY_FLAG_AUDIO,
+                TrackKind::Subtitle => PLAY_FLAG_TEXT,
+            };
+            flags & flag != 0
+        };
+        let mut next = 0;
+        let turns: Vec<Option<usize>> = kinds
+            .iter()
+            .map(|kind| {
+                played(kind).then(|| {
+                    next += 1;
+                    next - 1
+                })
+            })
+            .collect();
+        if next < 2 {
+            return None;
+        }
+        let order = Arc::new(StartOrder::new(next));
+        let uridecodebin = uridecodebin?;
+        let exposing = order.clone();
+        let handler = uridecodebin.connect_pad_added(move |_, pad| {
+            if pad.direction() != gst::PadDirection::Src {
+                return;
+            }
+            exposing.output_exposed();
+            let order = exposing.clone();
+            pad.add_probe(
+                gst::PadProbeType::EVENT_DOWNSTREAM
+                    | gst::PadProbeType::BUFFER
+                    | gst::PadProbeType::BUFFER_LIST,
+                move |pad, _| {
+                    if let Some(seen) = order.release_next() {
+                        wait_for_next_output(pad, &order, seen);
+                    }
+                    gst::PadProbeReturn::Remove
+                },
+            );
+        });
+        Some((
+            StartWatch {
+                order,
+                uridecodebin,
+                handler: Some(handler),
+            },
+            turns,
+        ))
+    }
+}
+
+/// Blocks the streaming thread of `pad` until the player exposed more than `seen` outputs,
+/// the pad flushes, the element stops or [`NEXT_OUTPUT_WAIT`] passes.
+fn wait_for_next_output(pad: &gst::Pad, order: &StartOrder, seen: usize) {
+    let deadline = std::time::Instant::now() + NEXT_OUTPUT_WAIT;
+    RUNTIME.block_on(async {
+        while std::time::Instant::now() < deadline
+            && !pad.pad_flags().contains(gst::PadFlags::FLUSHING)
+        {
+            let slice = Duration::from_millis(50);
+            if tokio::time::timeout(slice, order.wait_exposed_beyond(seen))
+                .await
+                .is_ok()
+            {
+                return;
+            }
+        }
+    });
+}
+
+impl Drop for StartWatch {
+    fn drop(&mut self) {
+        self.order.stop();
+        if let Some(handler) = self.handler.take() {
+            self.uridecodebin.disconnect(handler);
+        }
+    }
 }

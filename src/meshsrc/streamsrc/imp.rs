@@ -37,6 +37,8 @@ struct StreamInfo {
     /// Every pad's track: queries answer for the whole presentation.
     presentation: Arc<PresentationControl>,
     kind: TrackKind,
+    /// This pad's place in an ordered start.
+    turn: Option<usize>,
 }
 
 /// What [`StreamSrc::configure`] needs besides the track's output.
@@ -46,6 +48,8 @@ pub struct PadStreams {
     pub group_id: gst::GroupId,
     pub selectable: bool,
     pub presentation: Arc<PresentationControl>,
+    /// The pad's place in an ordered start (see [`PresentationControl::start_order`]).
+    pub turn: Option<usize>,
 }
 
 #[derive(Default)]
@@ -81,6 +85,10 @@ enum Container {
 
 /// A text pad waits this long at most for the other pads' first buffer.
 const TEXT_HOLD: Duration = Duration::from_secs(10);
+
+/// A pad waits this long at most for its turn in an ordered start; then it starts as if
+/// the start were not ordered.
+const START_HOLD: Duration = Duration::from_secs(3);
 
 /// Maps the times fragmented MP4 carries to presentation time, as adaptivedemux2 maps a
 /// fragment's internal time: qtdemux outputs the fragments' own timestamps against our
@@ -206,6 +214,7 @@ impl StreamSrc {
             uri,
             presentation: streams.presentation,
             kind: output.kind,
+            turn: streams.turn,
         });
         *lock(&self.control) = Some(output.control);
         lock(&self.feed).items = Some(output.items);
@@ -229,7 +238,16 @@ impl StreamSrc {
         &self,
         items: &mut mpsc::Receiver<StreamItem>,
     ) -> Result<Option<StreamItem>, gst::FlowError> {
-        let (future, handle) = abortable(items.recv());
+        self.block_on_unless_unlocked(items.recv())
+    }
+
+    /// Runs `future` to its end on the shared runtime; Err(Flushing) once unlock() is
+    /// called, before or while it runs.
+    fn block_on_unless_unlocked<F: std::future::Future>(
+        &self,
+        future: F,
+    ) -> Result<F::Output, gst::FlowError> {
+        let (future, handle) = abortable(future);
         {
             let mut canceller = lock(&self.canceller);
             if canceller.unlocked {
@@ -317,30 +335,37 @@ impl StreamSrc {
         Ok(container)
     }
 
-    /// Holds a text pad's first buffer until another pad has pushed one (see
-    /// [`PresentationControl::wait_media_started`]), at most [`TEXT_HOLD`].
-    fn hold_text(&self) -> Result<(), gst::FlowError> {
-        let (kind, presentation) = match lock(&self.info).as_ref() {
-            Some(info) => (info.kind, info.presentation.clone()),
+    /// Holds the pad's first buffer until its turn in an ordered start (at most
+    /// [`START_HOLD`]), and a text pad's until another pad has pushed one (see
+    /// [`PresentationControl::wait_media_started`], at most [`TEXT_HOLD`]).
+    fn hold_first_buffer(&self) -> Result<(), gst::FlowError> {
+        let (kind, turn, presentation) = match lock(&self.info).as_ref() {
+            Some(info) => (info.kind, info.turn, info.presentation.clone()),
             None => return Ok(()),
         };
-        if kind != TrackKind::Subtitle {
+        let is_text = kind == TrackKind::Subtitle;
+        let turn = turn.filter(|t| *t > 0);
+        if !is_text && turn.is_none() {
             return Ok(());
         }
+        let obj = self.obj().clone();
         let wait = async move {
-            let _ = tokio::time::timeout(TEXT_HOLD, presentation.wait_media_started()).await;
-        };
-        let (future, handle) = abortable(wait);
-        {
-            let mut canceller = lock(&self.canceller);
-            if canceller.unlocked {
-                return Err(gst::FlowError::Flushing);
+            if let (Some(turn), Some(order)) = (turn, presentation.start_order()) {
+                let since = std::time::Instant::now();
+                match tokio::time::timeout(START_HOLD, order.wait_turn(turn)).await {
+                    Ok(()) => {
+                        gst::debug!(CAT, obj = obj, "turn {turn} after {:?}", since.elapsed())
+                    }
+                    Err(_) => {
+                        gst::warning!(CAT, obj = obj, "no turn after {START_HOLD:?}: starting")
+                    }
+                }
             }
-            canceller.current = Some(handle);
-        }
-        let result = RUNTIME.block_on(future);
-        lock(&self.canceller).current = None;
-        result.map_err(|_| gst::FlowError::Flushing)
+            if is_text {
+                let _ = tokio::time::timeout(TEXT_HOLD, presentation.wait_media_started()).await;
+            }
+        };
+        self.block_on_unless_unlocked(wait)
     }
 
     fn buffer_from(&self, chunk: Chunk, pts: Option<Duration>) -> gst::Buffer {
@@ -536,7 +561,7 @@ impl PushSrcImpl for StreamSrc {
                         feed.mapping.init = None;
                     }
                     if !feed.pushed {
-                        if let Err(e) = self.hold_text() {
+                        if let Err(e) = self.hold_first_buffer() {
                             break Err(e);
                         }
                         feed.pushed = true;
