@@ -427,7 +427,14 @@ impl StartWatch {
                 gst::PadProbeType::EVENT_DOWNSTREAM
                     | gst::PadProbeType::BUFFER
                     | gst::PadProbeType::BUFFER_LIST,
-                move |pad, _| {
+                move |pad, info| {
+                    // Only the streaming thread waits: an out-of-band event (a flush from a
+                    // seek) passes and leaves the probe for the first serialized one.
+                    if let Some(gst::PadProbeData::Event(event)) = &info.data
+                        && !event.is_serialized()
+                    {
+                        return gst::PadProbeReturn::Ok;
+                    }
                     if let Some(seen) = order.release_next() {
                         wait_for_next_output(pad, &order, seen);
                     }
